@@ -1,0 +1,5 @@
+"""``python -m dimdiff`` (also what ``torchrun -m dimdiff`` runs)."""
+
+from dimdiff.cli import main
+
+raise SystemExit(main())

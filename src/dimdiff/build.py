@@ -1,0 +1,92 @@
+"""Build the objects a configuration names: process, network, denoiser, sampler call.
+
+The one place where configuration choices (enums) become objects, by plain ``if`` on the enum:
+no class is ever looked up by a string.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dimdiff.config import Config, ConfigError, ModelConfig, ProcessConfig, ProcessKind, SampleConfig, SamplerKind
+from dimdiff.nets.denoiser import Denoiser
+from dimdiff.nets.unet import UNet
+from dimdiff.process.gaussian import GaussianProcess
+from dimdiff.process.schedules import make_schedule
+from dimdiff.samplers import adaptive_sample, ddim_sample, ddpm_sample, timesteps
+from dimdiff.samplers.ddim import Callback
+
+__all__ = ["build_process", "build_net", "build_denoiser", "run_sampler", "data_shape"]
+
+
+def data_shape(config: Config, channels: int) -> tuple[int, int, int]:
+    return (channels, config.data.resolution, config.data.resolution)
+
+
+def build_process(config: ProcessConfig, shape: tuple[int, int, int]) -> GaussianProcess:
+    if config.kind is ProcessKind.GAUSSIAN:
+        return GaussianProcess(shape, make_schedule(config.schedule), config.num_steps)
+    raise ValueError(f"expected a process kind in {[k.value for k in ProcessKind]}, got {config.kind!r}")
+
+
+def attention_levels(config: ModelConfig, resolution: int) -> tuple[int, ...]:
+    """Pixel sizes of attention (at the data resolution) -> U-Net level indices."""
+    sizes = {resolution // 2**level: level for level in range(len(config.channel_mult))}
+    bad = [r for r in config.attention_resolutions if r not in sizes]
+    if bad:
+        raise ConfigError(
+            f"model.attention_resolutions: expected sizes among {sorted(sizes)} for "
+            f"{resolution} px data and {len(config.channel_mult)} levels, got {bad}"
+        )
+    return tuple(sorted(sizes[r] for r in config.attention_resolutions))
+
+
+def build_net(config: ModelConfig, channels: int, resolution: int) -> UNet:
+    return UNet(
+        in_channels=channels,
+        out_channels=channels,
+        base_channels=config.base_channels,
+        channel_mult=tuple(config.channel_mult),
+        num_res_blocks=config.num_res_blocks,
+        attention_levels=attention_levels(config, resolution),
+        num_heads=config.num_heads,
+        dropout=config.dropout,
+        scale_shift=config.scale_shift,
+    )
+
+
+def build_denoiser(config: Config, net: nn.Module, process: GaussianProcess) -> Denoiser:
+    return Denoiser(
+        net,
+        process,
+        config.process.parameterization,
+        clip_x0=config.sample.clip_x0,
+        channels_last=config.train.channels_last,
+    )
+
+
+def run_sampler(
+    config: SampleConfig,
+    denoiser: nn.Module,
+    process: GaussianProcess,
+    n: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    callback: Callback | None = None,
+) -> Tensor:
+    """Draw n samples with the configured sampler, starting from the process's prior."""
+    x_T = process.prior_sample(n, generator=generator, device=device)
+    if config.sampler is SamplerKind.ADAPTIVE:
+        bounds = torch.tensor([1.0, 0.0], dtype=torch.float64)
+        return adaptive_sample(
+            denoiser, process, x_T, bounds, base_step=config.base_step, min_step=config.min_step,
+            max_step=config.max_step, eta=config.eta, generator=generator, callback=callback,
+        )  # fmt: skip
+    ts = timesteps(config.steps, process.num_steps, config.spacing)
+    if config.sampler is SamplerKind.DDPM:
+        return ddpm_sample(denoiser, process, x_T, ts, generator=generator, callback=callback)
+    if config.sampler is SamplerKind.DDIM:
+        return ddim_sample(denoiser, process, x_T, ts, eta=config.eta, generator=generator, callback=callback)
+    raise ValueError(f"expected a sampler in {[k.value for k in SamplerKind]}, got {config.sampler!r}")

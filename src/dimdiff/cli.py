@@ -1,0 +1,141 @@
+"""The ``dimdiff`` command: thin subcommands over importable functions.
+
+    dimdiff train --config configs/NAME.toml [section.key=value ...] [--dry-run] [--resume auto|DIR]
+    dimdiff sample --checkpoint DIR --n 64 --steps 50 --sampler ddim --eta 0 --seed 0 --out DIR [--npz]
+    dimdiff info DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from dimdiff.checkpoint import CheckpointError
+from dimdiff.config import ConfigError, SamplerKind
+from dimdiff.data import DataError
+from dimdiff.samplers import Spacing
+
+__all__ = ["main"]
+
+_USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dimdiff", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a TOML config")
+    p.add_argument("--config", required=True, help="TOML file (see configs/)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.steps=100")
+    p.add_argument("--dry-run", action="store_true", help="resolve and print the config, build the model, stop")
+    p.add_argument("--resume", default=None, help="'auto' (newest checkpoint in train.out_dir) or a checkpoint folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("sample", help="sample images from a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder, or a run folder (newest checkpoint)")
+    p.add_argument("--n", type=int, default=64, help="number of images")
+    p.add_argument("--steps", type=int, default=None, help="network evaluations (default: the checkpoint's)")
+    p.add_argument("--sampler", choices=[k.value for k in SamplerKind], default=None)
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta (0 deterministic)")
+    p.add_argument("--spacing", choices=[s.value for s in Spacing], default=None, help="timestep grid")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", required=True, help="output folder: grid.png, images/, samples.npz")
+    p.add_argument("--npz", action="store_true", help="also write samples.npz (uint8 NHWC under 'images')")
+    p.add_argument("--no-images", action="store_true", help="skip the individual PNGs")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA (default: sample.use_ema)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+
+    p = sub.add_parser("info", help="print a checkpoint's config, step and parameter count")
+    p.add_argument("checkpoint", help="checkpoint folder or run folder")
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dimdiff.build import attention_levels, build_net
+    from dimdiff.config import dumps, load_config
+    from dimdiff.data import DatasetName
+
+    config = load_config(args.config, args.overrides)
+    if args.dry_run:
+        channels = config.data.channels or (1 if config.data.name is DatasetName.DIGITS else 3)
+        attention_levels(config.model, config.data.resolution)
+        with torch.device("meta"):
+            net = build_net(config.model, channels, config.data.resolution)
+        print(dumps(config))
+        print(f"model: UNet with {sum(p.numel() for p in net.parameters()):,} parameters "
+              f"at {channels}x{config.data.resolution}x{config.data.resolution}")  # fmt: skip
+        return 0
+    from dimdiff.train.loop import train
+
+    result = train(config, resume=args.resume, progress=not args.no_progress)
+    if result.checkpoint is not None and str(result.checkpoint) != ".":
+        print(f"checkpoint: {result.checkpoint}")
+    if result.grid is not None:
+        print(f"samples:    {result.grid}")
+    if result.loss_plot is not None:
+        print(f"loss curve: {result.loss_plot}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from dimdiff.generate import generate, load_model, sample_config_with, write_samples
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.n < 1:
+        raise ConfigError(f"--n: expected an integer >= 1, got {args.n}")
+    model = load_model(args.checkpoint, use_ema=False if args.no_ema else None, device=args.device)
+    sample = sample_config_with(
+        model.info.config.sample,
+        steps=args.steps, eta=args.eta,
+        sampler=SamplerKind(args.sampler) if args.sampler else None,
+        spacing=Spacing(args.spacing) if args.spacing else None,
+    )  # fmt: skip
+    images = generate(model, args.n, sample, seed=args.seed, batch_size=args.batch_size, progress=True)
+    written = write_samples(images, args.out, npz=args.npz, individual=not args.no_images)
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from dimdiff.checkpoint import read_checkpoint_info
+    from dimdiff.config import config_to_dict
+
+    info = read_checkpoint_info(args.checkpoint)
+    print(f"checkpoint: {info.path}")
+    print(f"step:       {info.step}")
+    print(f"parameters: {info.num_parameters:,}")
+    print(f"data shape: {'x'.join(map(str, info.data_shape))}")
+    print("config:")
+    print(json.dumps(config_to_dict(info.config), indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # overrides may come after options (`--config X a.b=1 --dry-run c.d=2`)
+    if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    commands = {"train": _cmd_train, "sample": _cmd_sample, "info": _cmd_info}
+    from dimdiff.train.loop import TrainingError
+
+    try:
+        return commands[args.command](args)
+    except (*_USER_ERRORS, TrainingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
+

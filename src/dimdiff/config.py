@@ -1,0 +1,316 @@
+"""Experiment configuration: frozen dataclasses per section, TOML files, ``section.key=value``.
+
+A configuration file has the sections ``[model]``, ``[process]``, ``[data]``, ``[train]`` and
+``[sample]``; every key is optional (defaults below). Unknown sections or keys and values of
+the wrong type are errors that name the key and list the valid choices. The resolved
+configuration is saved as JSON with every checkpoint, so sampling reads exactly what training
+used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dimdiff.data import DatasetName
+from dimdiff.process.parameterization import Parameterization
+from dimdiff.process.schedules import ScheduleName
+from dimdiff.samplers.timesteps import Spacing
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "Config", "ConfigError", "DataConfig", "Device", "LossWeighting", "ModelConfig", "Precision",
+    "ProcessConfig", "ProcessKind", "SampleConfig", "SamplerKind", "TrainConfig",
+    "apply_overrides", "config_from_dict", "config_to_dict", "load_config",
+]  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """A configuration file, key or value that cannot be used."""
+
+
+class ProcessKind(str, enum.Enum):
+    GAUSSIAN = "gaussian"  # DDPM/DDIM variance-preserving baseline
+
+
+class LossWeighting(str, enum.Enum):
+    MSE = "mse"  # plain mean squared error on the network's target
+    MIN_SNR = "min_snr"  # min-SNR-gamma (Hang et al. 2023)
+
+
+class Precision(str, enum.Enum):
+    FP32 = "fp32"
+    BF16 = "bf16"  # autocast bfloat16 (CPU or CUDA; slow on CPUs without native bf16)
+    FP16 = "fp16"  # autocast float16 with gradient scaling (CUDA only)
+
+
+class Device(str, enum.Enum):
+    AUTO = "auto"  # cuda when available, else cpu
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class SamplerKind(str, enum.Enum):
+    DDPM = "ddpm"  # ancestral, every step draws from the posterior
+    DDIM = "ddim"  # DDIM(eta)
+    ADAPTIVE = "adaptive"  # complexity-chosen step sizes
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base_channels: int = 32  # width of the first level
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per level
+    num_res_blocks: int = 1  # residual blocks per level
+    attention_resolutions: tuple[int, ...] = (8,)  # feature-map sizes (px, at data resolution) with attention
+    num_heads: int = 4  # attention heads
+    dropout: float = 0.0  # dropout inside residual blocks
+    scale_shift: bool = True  # time injection: scale-shift (ADM) or additive (DDPM)
+
+    def __post_init__(self) -> None:
+        _check(self.base_channels >= 1, "model.base_channels", "an integer >= 1", self.base_channels)
+        _check(len(self.channel_mult) >= 1 and min(self.channel_mult) >= 1, "model.channel_mult",
+               "a non-empty list of integers >= 1", list(self.channel_mult))  # fmt: skip
+        _check(self.num_res_blocks >= 1, "model.num_res_blocks", "an integer >= 1", self.num_res_blocks)
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", "a value in [0, 1)", self.dropout)
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    kind: ProcessKind = ProcessKind.GAUSSIAN  # which forward process
+    schedule: ScheduleName = ScheduleName.LINEAR  # noise schedule
+    num_steps: int = 1000  # T, the discrete steps sampler grids refer to
+    parameterization: Parameterization = Parameterization.EPS  # what the network predicts
+
+    def __post_init__(self) -> None:
+        _check(self.num_steps >= 1, "process.num_steps", "an integer >= 1", self.num_steps)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: DatasetName = DatasetName.DIGITS  # dataset
+    path: str | None = None  # folder / file for folder, cifar10 and npz
+    resolution: int = 16  # training resolution (px, square)
+    channels: int | None = None  # 1 or 3; None = the dataset's own
+    hflip: bool = False  # random horizontal flips
+    num_patches: int = 10000  # crops drawn for `patches`
+    skip_bad_files: bool = False  # skip (and count) undecodable images instead of failing
+    num_workers: int = 0  # DataLoader worker processes
+
+    def __post_init__(self) -> None:
+        _check(self.resolution >= 4, "data.resolution", "an integer >= 4", self.resolution)
+        _check(self.channels in (None, 1, 3), "data.channels", "1, 3 or unset", self.channels)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000  # optimizer steps
+    batch_size: int = 64  # examples per step, over all processes
+    lr: float = 2e-4  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    warmup_steps: int = 100  # linear learning-rate warm-up
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    ema_decay: float = 0.999  # EMA decay (after warm-up)
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n))
+    loss_weighting: LossWeighting = LossWeighting.MSE  # per-example loss weight
+    min_snr_gamma: float = 5.0  # gamma of min-SNR weighting
+    complexity_lambda: float = 0.0  # weight of the complexity-weighted L1 term (0 = off)
+    precision: Precision = Precision.FP32  # autocast precision
+    compile: bool = False  # torch.compile the network (slow start per resolution)
+    channels_last: bool = False  # channels-last memory format
+    device: Device = Device.AUTO  # cpu or cuda
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    seed: int = 0  # seeds data order, t, noise and initial weights
+    out_dir: str = "runs/default"  # where checkpoints, logs and pictures go
+    checkpoint_every: int = 500  # steps between checkpoints (the last step always saves)
+    keep_last: int = 3  # checkpoints kept
+    sample_every: int = 0  # steps between sample grids (0 = only at the end)
+    log_every: int = 10  # steps between JSONL metric lines
+    sample_n: int = 64  # images in each sample grid
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_last", "log_every", "sample_n"):
+            _check(getattr(self, key) >= 1, f"train.{key}", "an integer >= 1", getattr(self, key))
+        _check(self.lr > 0, "train.lr", "a value > 0", self.lr)
+        _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "a value in [0, 1)", self.ema_decay)
+        _check(self.threads >= 0, "train.threads", "an integer >= 0", self.threads)
+        _check(self.batch_size % self.grad_accum == 0, "train.batch_size",
+               f"a multiple of train.grad_accum = {self.grad_accum}", self.batch_size)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: SamplerKind = SamplerKind.DDIM  # sampler for grids and `dimdiff sample`
+    steps: int = 50  # network evaluations (ddpm, ddim)
+    eta: float = 0.0  # DDIM eta (0 deterministic, 1 = DDPM posterior)
+    spacing: Spacing = Spacing.TRAILING  # timestep grid
+    clip_x0: bool = True  # clamp x0 estimates to [-1, 1]
+    base_step: float = 0.005  # adaptive: dt = base_step / complexity
+    min_step: float = 0.005  # adaptive: smallest dt
+    max_step: float = 0.05  # adaptive: largest dt
+    use_ema: bool = True  # sample with the EMA weights
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, "sample.steps", "an integer >= 1", self.steps)
+        _check(self.eta >= 0, "sample.eta", "a value >= 0", self.eta)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig, "process": ProcessConfig, "data": DataConfig, "train": TrainConfig, "sample": SampleConfig,
+}  # fmt: skip
+
+
+def _check(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {got!r}")
+
+
+# ------------------------------------------------------------------------ value coercion
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    """``value`` converted to the field type ``hint`` or a ConfigError naming ``key``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(key, options[0], value)
+    if origin is tuple:
+        (item,) = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list of {item.__name__}, got {value!r}")
+        return tuple(_coerce(key, item, v) for v in value)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        valid = [m.value for m in hint]
+        if isinstance(value, hint):
+            return value
+        if value not in valid:
+            raise ConfigError(f"{key}: expected one of {', '.join(valid)}, got {value!r}")
+        return hint(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported field type {hint!r}")  # pragma: no cover
+
+
+def _build_section(name: str, values: dict[str, Any]) -> Any:
+    cls = SECTIONS[name]
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown key '{name}.{key}'; valid keys in [{name}]: {', '.join(valid)}")
+        kwargs[key] = _coerce(f"{name}.{key}", hints[key], value)
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """A Config from nested plain values (a parsed TOML file or a checkpoint's config.json)."""
+    for name, values in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown config section '{name}'; valid sections: {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section '{name}' must be a table, got {values!r}")
+    return Config(**{name: _build_section(name, raw.get(name, {})) for name in SECTIONS})
+
+
+def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """Plain JSON-able values (enums as their values, tuples as lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, enum.Enum):
+            return v.value
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return {
+        name: {f.name: plain(getattr(getattr(config, name), f.name)) for f in dataclasses.fields(cls)}
+        for name, cls in SECTIONS.items()
+    }
+
+
+def _parse_override(text: str) -> tuple[str, str, Any]:
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"expected an override of the form section.key=value, got {text!r}")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare word such as digits or ddim
+    return section, key, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``raw`` with ``section.key=value`` overrides applied (values parsed as TOML)."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for text in overrides:
+        section, key, value = _parse_override(text)
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"unknown config section '{section}' in override {text!r}; valid sections: {', '.join(SECTIONS)}"
+            )
+        merged.setdefault(section, {})[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a TOML file (or only defaults when ``path`` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"cannot parse {path}: {exc}") from None
+    return config_from_dict(apply_overrides(raw, list(overrides)))
+
+
+def dumps(config: Config) -> str:
+    return json.dumps(config_to_dict(config), indent=2, sort_keys=False)

@@ -1,0 +1,100 @@
+"""`npz`: images stored as one array in a `.npz` file.
+
+The array is the one under the key "images", or the only array in the file. Layouts:
+(N, H, W) grey, (N, H, W, C) or (N, C, H, W) with C in {1, 3}; an array whose axes 1 and 3
+both have size 1 or 3 is ambiguous and refused. Values: uint8 0..255, or floats in [0, 1],
+or floats in [-1, 1] (told apart by the minimum: below 0 means [-1, 1]; float data in
+[-1, 1] that never goes below 0 is therefore read as [0, 1]). Non-square images are
+centre-cropped to a square, then resized to `resolution`.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import TensorImageDataset
+from .errors import DataError
+from .transforms import (
+    center_crop_square,
+    resize_square,
+    to_channels,
+    uint8_to_signed,
+    unit_to_signed,
+)
+
+IMAGES_KEY = "images"
+EXPECTED_LAYOUTS = "(N, H, W), (N, H, W, C) or (N, C, H, W) with C in {1, 3}"
+RANGE_TOLERANCE = 1e-3   # float values this far outside their range are clamped, not refused
+
+
+def read_npz_array(path: str | Path) -> np.ndarray:
+    """The image array of a .npz file (key "images", or its only array)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"npz file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            keys = list(arrays.keys())
+            if IMAGES_KEY in keys:
+                return arrays[IMAGES_KEY]
+            if len(keys) == 1:
+                return arrays[keys[0]]
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise DataError(f"cannot read npz file {path}: {type(err).__name__}: {err}") from err
+    raise DataError(
+        f"expected an array named {IMAGES_KEY!r} or a single array in {path}, got keys {keys}"
+    )
+
+
+def to_nchw(array: np.ndarray) -> np.ndarray:
+    """View an accepted layout as (N, C, H, W); anything else is a DataError."""
+    channel_sizes = (1, 3)
+    if array.ndim == 3:
+        return array[:, None]
+    if array.ndim == 4:
+        last, second = array.shape[3] in channel_sizes, array.shape[1] in channel_sizes
+        if last and not second:
+            return array.transpose(0, 3, 1, 2)
+        if second and not last:
+            return array
+        reason = "ambiguous: axes 1 and 3 both" if last else "neither axis 1 nor axis 3"
+        raise DataError(
+            f"expected images as {EXPECTED_LAYOUTS}, got shape {array.shape} "
+            f"({reason} could be channels)"
+        )
+    raise DataError(f"expected images as {EXPECTED_LAYOUTS}, got shape {array.shape}")
+
+
+def to_signed(array: np.ndarray) -> torch.Tensor:
+    """uint8 or float images -> float32 in [-1, 1] (see the module notes for the rule)."""
+    if array.dtype == np.uint8:
+        return uint8_to_signed(torch.from_numpy(array))
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(f"expected uint8 or float images, got dtype {array.dtype}")
+    x = torch.from_numpy(array.astype(np.float32))
+    if not torch.isfinite(x).all():
+        raise DataError("expected finite float image values, got NaN or infinity")
+    low, high = x.min().item(), x.max().item()
+    lower = -1.0 if low < 0 else 0.0
+    if low < lower - RANGE_TOLERANCE or high > 1.0 + RANGE_TOLERANCE:
+        raise DataError(
+            f"expected float images in [0, 1] or [-1, 1], got values in [{low:g}, {high:g}]"
+        )
+    x = x.clamp_(lower, 1.0)
+    return x if lower < 0 else unit_to_signed(x)
+
+
+def load_npz_dataset(
+    path: str | Path, *, resolution: int = 32, channels: int | None = None
+) -> TensorImageDataset:
+    """Images of a .npz file as (N, C, R, R) in [-1, 1]; channels None keeps the file's."""
+    array = read_npz_array(path)
+    if array.size == 0:
+        raise DataError(f"expected at least one image in {path}, got shape {array.shape}")
+    x = to_signed(np.ascontiguousarray(to_nchw(array)))        # (N, C, H, W)
+    x = resize_square(center_crop_square(x).contiguous(), resolution)  # (N, C, R, R)
+    return TensorImageDataset(to_channels(x, channels).contiguous(), name="npz")

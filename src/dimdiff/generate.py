@@ -1,0 +1,79 @@
+"""Sampling from a checkpoint: the model and process come from the checkpoint's own config,
+so training and sampling can never drift apart."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from dimdiff.build import build_denoiser, build_net, build_process, run_sampler
+from dimdiff.checkpoint import CheckpointInfo, load_state_dict_strict, read_checkpoint_info
+from dimdiff.config import SampleConfig
+from dimdiff.images import save_grid, save_images, save_npz
+from dimdiff.nets.denoiser import Denoiser
+
+__all__ = ["LoadedModel", "load_model", "generate", "write_samples"]
+
+
+@dataclass
+class LoadedModel:
+    info: CheckpointInfo
+    denoiser: Denoiser
+    device: torch.device
+
+    @property
+    def process(self) -> Any:
+        return self.denoiser.process
+
+
+def load_model(checkpoint: str | Path, *, use_ema: bool | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """The denoiser of a checkpoint folder (or of a run folder's newest checkpoint); EMA weights
+    unless ``use_ema`` is False (None: the checkpoint config's ``sample.use_ema``)."""
+    info = read_checkpoint_info(checkpoint)
+    if use_ema is None:
+        use_ema = info.config.sample.use_ema
+    channels, resolution = info.data_shape[0], info.data_shape[1]
+    net = build_net(info.config.model, channels, resolution)
+    load_state_dict_strict(net, info.path / ("ema.safetensors" if use_ema else "model.safetensors"))
+    device = torch.device(device)
+    net = net.to(device).eval()
+    process = build_process(info.config.process, info.data_shape)
+    return LoadedModel(info, build_denoiser(info.config, net, process), device)
+
+
+@torch.no_grad()
+def generate(model: LoadedModel, n: int, sample: SampleConfig | None = None, *, seed: int = 0,
+             batch_size: int = 64, progress: bool = False) -> torch.Tensor:  # fmt: skip
+    """n images in [-1, 1], (n, C, H, W). Batch i is seeded with seed + i, so the images do not
+    depend on how many are asked for in total (only on the batch size)."""
+    sample = sample or model.info.config.sample
+    out = []
+    for i, start in enumerate(tqdm(range(0, n, batch_size), disable=not progress, desc="sample")):
+        g = torch.Generator(device=model.device).manual_seed(seed + i)
+        count = min(batch_size, n - start)
+        out.append(run_sampler(sample, model.denoiser, model.process, count, generator=g, device=model.device).cpu())
+    return torch.cat(out)
+
+
+def sample_config_with(base: SampleConfig, **changes: Any) -> SampleConfig:
+    """``base`` with the non-None ``changes`` applied (and validated)."""
+    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+def write_samples(
+    images: torch.Tensor, out_dir: str | Path, *, npz: bool = False, individual: bool = True
+) -> dict[str, Path]:
+    """grid.png, images/000000.png ... and optionally samples.npz in ``out_dir``."""
+    out_dir = Path(out_dir)
+    written = {"grid": save_grid(out_dir / "grid.png", images[:256])}
+    if individual:
+        save_images(out_dir / "images", images)
+        written["images"] = out_dir / "images"
+    if npz:
+        written["npz"] = save_npz(out_dir / "samples.npz", images)
+    return written

@@ -1,0 +1,87 @@
+"""The contract every diffusion process in dimdiff implements.
+
+Samplers and the trainer see a process only through this protocol, so a process whose signal
+dimension changes with t (DVDP, scale space) plugs in without touching either: it declares the
+shape of the state at each t and crosses resolution changes inside ``reverse_step``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from dimdiff.process.parameterization import Parameterization
+
+__all__ = ["DiffusionProcess", "TimeLike", "broadcast_time"]
+
+TimeLike = Tensor | float
+
+
+@runtime_checkable
+class DiffusionProcess(Protocol):
+    data_shape: tuple[int, int, int]  # (C, H, W) of the clean data x0
+    num_steps: int  # the discrete step count T that samplers' timestep grids refer to
+
+    def shape_at(self, t: float) -> tuple[int, int, int]:
+        """Shape (C, H, W) of the state x_t at time t."""
+        ...
+
+    def prior_sample(
+        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> Tensor:
+        """n samples of x_1 from the prior, shape (n, *shape_at(1))."""
+        ...
+
+    def sample_training_t(
+        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> Tensor:
+        """Training times, shape (n,). All of one batch share the state's shape."""
+        ...
+
+    def forward_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """A draw of x_t ~ q(x_t | x0); x0 at data resolution, noise of shape_at(t)."""
+        ...
+
+    def noise_like(self, x0: Tensor, t: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Standard normal noise of the shape that forward_sample(x0, t, .) expects."""
+        ...
+
+    def x0_from_prediction(self, x_t: Tensor, prediction: Tensor, t: Tensor, kind: Parameterization) -> Tensor:
+        """The x0 estimate implied by a network output of the given parameterization."""
+        ...
+
+    def training_target(self, x0: Tensor, noise: Tensor, t: Tensor, kind: Parameterization) -> Tensor:
+        """What a network of the given parameterization should output for (x0, noise, t)."""
+        ...
+
+    def reverse_step(
+        self,
+        x_t: Tensor,
+        x0_hat: Tensor,
+        t: float,
+        s: float,
+        *,
+        eta: float = 1.0,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """One step from time t to time s < t given an x0 estimate (eta = 1: ancestral DDPM
+        posterior; eta = 0: deterministic DDIM)."""
+        ...
+
+    def log_snr(self, t: TimeLike) -> Tensor:
+        """Log signal-to-noise ratio of the (coarsest kept) signal at t, float64."""
+        ...
+
+
+def broadcast_time(t: TimeLike, like: Tensor) -> Tensor:
+    """t as a float64 tensor for a batch ``like`` of shape (B, ...): shape () for one time
+    shared by the batch (cheap), else (B,)."""
+    t = torch.as_tensor(t, dtype=torch.float64, device=like.device)
+    if t.ndim == 0:
+        return t
+    if t.shape != (like.shape[0],):
+        raise ValueError(f"expected t of shape () or ({like.shape[0]},), got {tuple(t.shape)}")
+    return t

@@ -1,0 +1,138 @@
+"""The Gaussian variance-preserving process of DDPM/DDIM (the baseline).
+
+    q(x_t | x0)      = N(alpha_t x0, sigma_t^2 I)
+    q(x_s | x_t, x0) = N(mean, var I), s < t, with r = alpha_t / alpha_s,
+                       v = sigma_t^2 - r^2 sigma_s^2 (= the s -> t transition variance),
+                       mean = (r sigma_s^2 / sigma_t^2) x_t + (alpha_s v / sigma_t^2) x0,
+                       var  = v sigma_s^2 / sigma_t^2
+    DDIM(eta) step   x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z,
+                       c^2 = eta^2 var;  eta = 1 is exactly the posterior above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from dimdiff.process import parameterization as P
+from dimdiff.process.base import TimeLike, broadcast_time
+from dimdiff.process.parameterization import Parameterization
+from dimdiff.process.schedules import LinearBetaSchedule, Schedule
+
+__all__ = ["GaussianProcess"]
+
+
+def _expand(c: Tensor, x: Tensor) -> Tensor:
+    """Coefficients of shape () or (B,) -> broadcastable against x, in x's dtype."""
+    if c.ndim == 0:
+        return c.to(x.dtype)
+    return c.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+
+
+@dataclass(frozen=True)
+class GaussianProcess:
+    data_shape: tuple[int, int, int]  # (C, H, W) of x0
+    schedule: Schedule = field(default_factory=LinearBetaSchedule)
+    num_steps: int = 1000  # T: discrete steps that sampler timestep grids refer to
+
+    # ----------------------------------------------------------------- shapes and priors
+    def shape_at(self, t: float) -> tuple[int, int, int]:
+        return self.data_shape
+
+    def prior_sample(
+        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> Tensor:
+        return torch.randn((n, *self.shape_at(1.0)), generator=generator, device=device)
+
+    def sample_training_t(
+        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> Tensor:
+        """t ~ U[1/T, 1]: the continuous range that the sampler grids cover."""
+        u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+        t_min = 1.0 / self.num_steps
+        return t_min + (1.0 - t_min) * u
+
+    # ------------------------------------------------------------------ forward process
+    def alpha_sigma(self, t: TimeLike, like: Tensor) -> tuple[Tensor, Tensor]:
+        """alpha_t, sigma_t broadcast against ``like`` (B, ...)."""
+        tt = broadcast_time(t, like)
+        alpha, sigma = self.schedule.alpha_sigma(tt)
+        return _expand(alpha, like), _expand(sigma, like)
+
+    def log_snr(self, t: TimeLike) -> Tensor:
+        return self.schedule.log_snr(t)
+
+    def forward_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        alpha, sigma = self.alpha_sigma(t, x0)
+        return alpha * x0 + sigma * noise
+
+    def noise_like(self, x0: Tensor, t: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+
+    # ------------------------------------------------------------- parameterizations
+    def x0_from_prediction(self, x_t: Tensor, prediction: Tensor, t: TimeLike, kind: Parameterization) -> Tensor:
+        if kind is Parameterization.X0:
+            return prediction
+        alpha, sigma = self.alpha_sigma(t, x_t)
+        if kind is Parameterization.EPS:
+            return P.eps_to_x0(x_t, prediction, alpha, sigma)
+        if kind is Parameterization.V:
+            return P.v_to_x0(x_t, prediction, alpha, sigma)
+        raise ValueError(f"expected a parameterization in {[k.value for k in Parameterization]}, got {kind!r}")
+
+    def training_target(self, x0: Tensor, noise: Tensor, t: TimeLike, kind: Parameterization) -> Tensor:
+        if kind is Parameterization.X0:
+            return x0
+        if kind is Parameterization.EPS:
+            return noise
+        if kind is Parameterization.V:
+            alpha, sigma = self.alpha_sigma(t, x0)
+            return alpha * noise - sigma * x0
+        raise ValueError(f"expected a parameterization in {[k.value for k in Parameterization]}, got {kind!r}")
+
+    # ------------------------------------------------------------------ reverse process
+    def _step_coefficients(self, t: TimeLike, s: TimeLike, like: Tensor) -> dict[str, Tensor]:
+        """float64 coefficients of the s <- t step, shape (B,)."""
+        tt, ss = broadcast_time(t, like), broadcast_time(s, like)
+        if bool((ss >= tt).any()):
+            raise ValueError(f"reverse_step expects s < t, got t={tt.max().item()}, s={ss.min().item()}")
+        alpha_t, sigma_t = self.schedule.alpha_sigma(tt)
+        alpha_s, sigma_s = self.schedule.alpha_sigma(ss)
+        r = alpha_t / alpha_s
+        v = (sigma_t**2 - r**2 * sigma_s**2).clamp_min(0.0)
+        return {
+            "alpha_t": alpha_t, "sigma_t": sigma_t, "alpha_s": alpha_s, "sigma_s": sigma_s,
+            "r": r, "v": v, "var": v * sigma_s**2 / sigma_t**2,
+        }  # fmt: skip
+
+    def posterior(self, x_t: Tensor, x0: Tensor, t: TimeLike, s: TimeLike) -> tuple[Tensor, Tensor]:
+        """Mean and (isotropic, per-sample) variance of q(x_s | x_t, x0)."""
+        c = self._step_coefficients(t, s, x_t)
+        k_t = c["r"] * c["sigma_s"] ** 2 / c["sigma_t"] ** 2
+        k_0 = c["alpha_s"] * c["v"] / c["sigma_t"] ** 2
+        mean = _expand(k_t, x_t) * x_t + _expand(k_0, x_t) * x0
+        return mean, _expand(c["var"], x_t)
+
+    def reverse_step(
+        self,
+        x_t: Tensor,
+        x0_hat: Tensor,
+        t: TimeLike,
+        s: TimeLike,
+        *,
+        eta: float = 1.0,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        c = self._step_coefficients(t, s, x_t)
+        eps_hat = (x_t - _expand(c["alpha_t"], x_t) * x0_hat) / _expand(c["sigma_t"], x_t)  # (B, C, H, W)
+        c2 = eta**2 * c["var"]
+        direction = torch.sqrt((c["sigma_s"] ** 2 - c2).clamp_min(0.0))
+        x_s = _expand(c["alpha_s"], x_t) * x0_hat + _expand(direction, x_t) * eps_hat
+        if eta > 0 and bool((c2 > 0).any()):
+            if noise is None:
+                noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+            x_s = x_s + _expand(torch.sqrt(c2), x_t) * noise
+        return x_s

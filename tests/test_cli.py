@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from dimdiff.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    args = ["train", "--config", "configs/digits16_tiny.toml", "--no-progress",
+            f"train.out_dir={out}", "train.steps=4", "train.batch_size=8", "train.sample_n=4",
+            "sample.steps=2", "model.base_channels=8"]  # fmt: skip
+    assert main(args) == 0
+    return out
+
+
+def test_train_prints_where_things_are(trained, capsys):
+    assert (trained / "loss.png").is_file() and (trained / "config.json").is_file()
+
+
+def test_sample_writes_grid_pngs_and_npz(trained, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["sample", "--checkpoint", str(trained), "--n", "5", "--steps", "3", "--sampler", "ddim",
+                 "--eta", "0", "--seed", "1", "--out", str(out), "--npz", "--batch-size", "2"]) == 0  # fmt: skip
+    assert (out / "grid.png").is_file()
+    assert len(list((out / "images").glob("*.png"))) == 5
+    with Image.open(out / "images" / "000000.png") as im:
+        assert im.size == (16, 16)
+    images = np.load(out / "samples.npz")["images"]
+    assert images.shape == (5, 16, 16, 1) and images.dtype == np.uint8
+    again = tmp_path / "again"
+    main(["sample", "--checkpoint", str(trained), "--n", "5", "--steps", "3", "--seed", "1", "--out", str(again),
+          "--npz", "--batch-size", "2"])  # fmt: skip
+    assert np.array_equal(np.load(again / "samples.npz")["images"], images)  # same seed, same images
+
+
+def test_info(trained, capsys):
+    assert main(["info", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert "step:       4" in out and "parameters:" in out and '"base_channels": 8' in out
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "adaptive"])
+def test_other_samplers_from_the_cli(trained, tmp_path, sampler):
+    assert main(["sample", "--checkpoint", str(trained), "--n", "2", "--steps", "4", "--sampler", sampler,
+                 "--out", str(tmp_path), "--no-images"]) == 0  # fmt: skip
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, capsys):
+    assert main(["sample", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["info", str(tmp_path)]) == 2
+    assert "neither a checkpoint folder" in capsys.readouterr().err
+    assert main(["train", "--config", "configs/digits16_tiny.toml", "data.name=folder",
+                 f"data.path={tmp_path / 'nope'}", f"train.out_dir={tmp_path / 'r'}"]) == 2  # fmt: skip
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--config", "configs/digits16_tiny.toml", "data.resolution=24", "--no-progress",
+                 f"train.out_dir={tmp_path / 'r'}"]) == 2  # fmt: skip
+    assert "expected resolution in {8, 16, 32} for digits, got 24" in capsys.readouterr().err

@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import pytest
+
+from dimdiff.config import (
+    Config,
+    ConfigError,
+    Precision,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
+from dimdiff.data import DatasetName
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+
+
+def test_defaults_and_round_trip():
+    config = Config()
+    assert config.data.name is DatasetName.DIGITS
+    assert config_from_dict(config_to_dict(config)) == config
+
+
+def test_overrides_parse_toml_values_and_bare_words(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[train]\nsteps = 5\n[model]\nchannel_mult = [1, 2]\n')
+    config = load_config(path, ["train.steps=7", "train.precision=bf16", "model.channel_mult=[1,2,4]",
+                                "train.lr=1e-3", "data.hflip=true", "data.path=some/folder"])  # fmt: skip
+    assert config.train.steps == 7 and config.train.precision is Precision.BF16
+    assert config.model.channel_mult == (1, 2, 4) and config.train.lr == 1e-3
+    assert config.data.hflip is True and config.data.path == "some/folder"
+
+
+@pytest.mark.parametrize(
+    ("raw", "overrides", "message"),
+    [
+        ({"trian": {}}, [], "unknown config section 'trian'; valid sections: model, process, data, train, sample"),
+        ({"train": {"lrr": 1}}, [], "unknown key 'train.lrr'; valid keys in [train]: steps, batch_size, lr"),
+        ({}, ["train.precision=fp64"], "train.precision: expected one of fp32, bf16, fp16, got 'fp64'"),
+        ({}, ["train.steps=many"], "train.steps: expected an integer, got 'many'"),
+        ({}, ["train.steps=0"], "train.steps: expected an integer >= 1, got 0"),
+        ({}, ["data.channels=2"], "data.channels: expected 1, 3 or unset, got 2"),
+        ({}, ["data.name=mnist"], "data.name: expected one of digits, patches, folder, cifar10, npz, got 'mnist'"),
+        ({}, ["steps=3"], "expected an override of the form section.key=value"),
+        ({}, ["train.batch_size=30", "train.grad_accum=4"], "a multiple of train.grad_accum = 4"),
+    ],
+)
+def test_bad_keys_and_values_are_named(raw, overrides, message):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(apply_overrides(raw, overrides))
+    assert message in str(info.value)
+
+
+def test_missing_and_unparsable_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nsteps = 1")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_resolves_with_dry_run(path, capsys):
+    from dimdiff.cli import main
+
+    assert main(["train", "--config", str(path), "--dry-run"]) == 0
+    assert "parameters" in capsys.readouterr().out
+
+
+def test_bad_attention_resolution_is_named(capsys):
+    from dimdiff.cli import main
+
+    assert main(["train", "--config", str(CONFIGS[0]), "model.attention_resolutions=[5]", "--dry-run"]) == 2
+    assert "model.attention_resolutions: expected sizes among" in capsys.readouterr().err

@@ -1,0 +1,93 @@
+import json
+
+import pytest
+import torch
+
+from dimdiff import checkpoint as ckpt
+from dimdiff.config import config_from_dict
+from dimdiff.train import loop
+from dimdiff.train.loop import TrainingError, train
+
+TINY = {
+    "model": {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [4],
+              "dropout": 0.1},
+    "data": {"name": "digits", "resolution": 8, "hflip": True},
+    "train": {"batch_size": 16, "lr": 2e-3, "warmup_steps": 2, "checkpoint_every": 3, "sample_n": 4, "log_every": 1,
+              "threads": 1},
+    "sample": {"steps": 3},
+}  # fmt: skip
+
+
+def tiny(tmp_path, **train):
+    raw = {k: dict(v) for k, v in TINY.items()}
+    raw["train"].update(out_dir=str(tmp_path / "run"), **train)
+    return config_from_dict(raw)
+
+
+def test_smoke_training_lowers_the_loss(tmp_path):
+    result = train(tiny(tmp_path, steps=80, checkpoint_every=80, lr=3e-3), progress=False)
+    first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
+    assert last < 0.8 * first
+    assert result.grid.is_file() and result.loss_plot.is_file()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 80 and {"loss", "lr", "grad_norm", "steps_per_s"} <= set(records[-1])
+
+
+def test_resume_reproduces_the_uninterrupted_losses(tmp_path):
+    whole = train(tiny(tmp_path / "a", steps=8, checkpoint_every=4, grad_accum=2), progress=False)
+    train(tiny(tmp_path / "b", steps=4, checkpoint_every=4, grad_accum=2), progress=False)
+    resumed = train(tiny(tmp_path / "b", steps=8, checkpoint_every=4, grad_accum=2), resume="auto", progress=False)
+    assert resumed.step == 8 and len(resumed.losses) == 4
+    assert resumed.losses == whole.losses[4:]  # bit for bit
+    for name in ("model.safetensors", "ema.safetensors"):
+        from safetensors.torch import load_file
+
+        a = load_file(str(whole.checkpoint / name))
+        b = load_file(str(resumed.checkpoint / name))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoints_are_complete_weights_only_and_pruned(tmp_path):
+    (tmp_path / "run" / "checkpoints" / ".tmp-crashed").mkdir(parents=True)
+    result = train(tiny(tmp_path, steps=9, keep_last=2), progress=False)
+    found = ckpt.list_checkpoints(tmp_path / "run")
+    assert [p.name for p in found] == ["step_00000006", "step_00000009"]
+    state = torch.load(found[-1] / "state.pt", weights_only=True)
+    assert state["step"] == 9 and "optimizer" in state
+    info = ckpt.read_checkpoint_info(tmp_path / "run")
+    assert info.path == result.checkpoint and info.step == 9 and info.data_shape == (1, 8, 8)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = loop.diffusion_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss, parts = real(*args, **kwargs)
+        return (loss * float("nan"), parts) if calls["n"] == 5 else (loss, parts)
+
+    monkeypatch.setattr(loop, "diffusion_loss", poisoned)
+    with pytest.raises(TrainingError, match=r"not finite\) at step 5; .*step_00000003"):
+        train(tiny(tmp_path, steps=10), progress=False)
+    found = ckpt.list_checkpoints(tmp_path / "run")
+    assert [p.name for p in found] == ["step_00000003"]
+    ckpt.read_checkpoint_info(found[0])  # still readable
+
+
+def test_resume_refuses_another_architecture(tmp_path):
+    train(tiny(tmp_path, steps=3), progress=False)
+    other = config_from_dict({**TINY, "model": {**TINY["model"], "base_channels": 16},
+                              "train": {**TINY["train"], "out_dir": str(tmp_path / "run"), "steps": 6}})  # fmt: skip
+    with pytest.raises(ckpt.CheckpointError, match="model.base_channels: checkpoint 8, config 16"):
+        train(other, resume="auto", progress=False)
+
+
+def test_loading_weights_of_another_architecture_is_a_clear_error(tmp_path):
+    from dimdiff.build import build_net
+
+    result = train(tiny(tmp_path, steps=3), progress=False)
+    wider = build_net(config_from_dict({"model": {**TINY["model"], "base_channels": 16}}).model, 1, 8)
+    with pytest.raises(ckpt.CheckpointError, match="does not fit this model") as info:
+        ckpt.load_state_dict_strict(wider, result.checkpoint / "model.safetensors")
+    assert "shape mismatch" in str(info.value)

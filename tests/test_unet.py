@@ -1,0 +1,168 @@
+"""Tests of the DDPM/ADM-style U-Net: shapes, errors, parameter counts, init, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dimdiff.nets.layers import num_groups, timestep_embedding
+from dimdiff.nets.unet import UNET_PRESETS, UNet, num_parameters
+
+
+def small_unet(channels: int = 1, **overrides) -> UNet:
+    config = dict(in_channels=channels, out_channels=channels, base_channels=16,
+                  channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=(1,), num_heads=2)
+    return UNet(**(config | overrides))
+
+
+def perturb_output_conv(net: UNet) -> None:
+    with torch.no_grad():
+        net.output_conv.weight.normal_(0.0, 0.05)
+        net.output_conv.bias.normal_(0.0, 0.05)
+
+
+def perturb_zero_init(net: UNet) -> None:
+    """Move every all-zero parameter off zero: a fresh net ignores t and labels by design."""
+    with torch.no_grad():
+        for p in net.parameters():
+            if torch.count_nonzero(p) == 0:
+                p.normal_(0.0, 0.05)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [(8, 8), (16, 16), (32, 32), (16, 32)])
+def test_output_shape(channels: int, size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    net = small_unet(channels)
+    x = torch.randn(2, channels, *size)
+    y = net(x, torch.rand(2))
+    assert y.shape == x.shape
+    assert y.is_contiguous()
+
+
+def test_output_channels_may_differ_from_input() -> None:
+    net = small_unet(3, out_channels=6)
+    assert net(torch.randn(2, 3, 8, 8), torch.rand(2)).shape == (2, 6, 8, 8)
+
+
+@pytest.mark.parametrize("size", [(12, 16), (16, 6)])
+def test_wrong_size_names_divisor_and_size(size: tuple[int, int]) -> None:
+    net = small_unet(channel_mult=(1, 2, 2, 2))  # 4 levels: divisor 8
+    with pytest.raises(ValueError, match=rf"divisible by 8.*{size[0]}x{size[1]}"):
+        net(torch.randn(1, 1, *size), torch.rand(1))
+
+
+def test_wrong_channel_count_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"x of shape \(B, 3, H, W\), got \(2, 1, 8, 8\)"):
+        small_unet(3)(torch.randn(2, 1, 8, 8), torch.rand(2))
+
+
+def test_wrong_t_shape_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"t of shape \(2,\)"):
+        small_unet()(torch.randn(2, 1, 8, 8), torch.rand(()))
+
+
+def test_attention_level_out_of_range_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"attention_levels in range\(0, 3\)"):
+        small_unet(attention_levels=(3,))
+
+
+def test_preset_parameter_counts() -> None:
+    with torch.device("meta"):
+        tiny = UNet(**UNET_PRESETS["tiny"])
+        ddpm = UNet(**UNET_PRESETS["ddpm-cifar10"])
+    assert abs(num_parameters(tiny) - 1.0e6) < 0.05e6
+    assert abs(num_parameters(ddpm) - 35.7e6) < 0.01 * 35.7e6
+
+
+def test_tiny_preset_runs() -> None:
+    net = UNet(**UNET_PRESETS["tiny"])
+    assert net(torch.randn(2, 1, 16, 16), torch.rand(2)).shape == (2, 1, 16, 16)
+
+
+def test_output_is_zero_at_construction() -> None:
+    torch.manual_seed(0)
+    net = small_unet(3)
+    y = net(torch.randn(2, 3, 16, 16), torch.rand(2))
+    assert torch.count_nonzero(y) == 0
+
+
+def test_gradients_reach_every_parameter() -> None:
+    torch.manual_seed(0)
+    net = small_unet(3, num_classes=4, dropout=0.1)
+    perturb_output_conv(net)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, t, labels = torch.randn(4, 3, 16, 16), torch.rand(4), torch.tensor([0, 1, 2, 3])
+    for _ in range(2):  # the first step moves the zero-initialised convs off zero
+        optimizer.zero_grad()
+        loss = (net(x, t, labels) - x).square().mean()
+        loss.backward()
+        optimizer.step()
+    dead = [name for name, p in net.named_parameters()
+            if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    assert dead == []
+
+
+def test_class_labels_change_the_output() -> None:
+    torch.manual_seed(0)
+    net = small_unet(num_classes=3).eval()
+    perturb_zero_init(net)
+    x, t = torch.randn(2, 1, 8, 8), torch.rand(2)
+    y0 = net(x, t, torch.tensor([0, 0]))
+    y1 = net(x, t, torch.tensor([1, 1]))
+    assert y0.shape == y1.shape == x.shape
+    assert not torch.allclose(y0, y1)
+
+
+def test_class_labels_errors() -> None:
+    x, t = torch.randn(2, 1, 8, 8), torch.rand(2)
+    with pytest.raises(ValueError, match="class_labels of shape"):
+        small_unet(num_classes=3)(x, t)
+    with pytest.raises(ValueError, match=r"class_labels in range\(0, 3\)"):
+        small_unet(num_classes=3)(x, t, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="num_classes=0"):
+        small_unet()(x, t, torch.tensor([0, 1]))
+
+
+def test_eval_mode_is_deterministic_and_batch_independent() -> None:
+    torch.manual_seed(0)
+    net = small_unet(3, dropout=0.5).eval()
+    perturb_zero_init(net)
+    x, t = torch.randn(3, 3, 16, 16), torch.rand(3)
+    with torch.no_grad():
+        y = net(x, t)
+        assert torch.equal(y, net(x, t))
+        torch.testing.assert_close(net(x[1:2], t[1:2]), y[1:2], rtol=1e-4, atol=1e-5)
+
+
+def test_output_depends_on_time() -> None:
+    torch.manual_seed(0)
+    net = small_unet().eval()
+    perturb_zero_init(net)
+    x = torch.randn(1, 1, 8, 8).expand(2, -1, -1, -1)
+    with torch.no_grad():
+        y = net(x, torch.tensor([0.1, 0.9]))
+    assert not torch.allclose(y[0], y[1])
+
+
+def test_timestep_embedding_shape_and_range() -> None:
+    emb = timestep_embedding(torch.tensor([0.0, 500.0, 999.0]), 33)
+    assert emb.shape == (3, 33)
+    assert emb.abs().max() <= 1.0
+    assert torch.equal(emb[0, :16], torch.zeros(16)) and torch.equal(emb[0, 16:32], torch.ones(16))
+
+
+@pytest.mark.parametrize(("channels", "groups"), [(8, 8), (24, 24), (48, 24), (64, 32), (96, 32)])
+def test_num_groups_divides_channels(channels: int, groups: int) -> None:
+    assert num_groups(channels) == groups
+
+
+def test_input_memory_format_does_not_matter() -> None:
+    torch.manual_seed(0)
+    net = small_unet(3).eval()
+    perturb_zero_init(net)
+    x, t = torch.randn(2, 3, 16, 16), torch.rand(2)
+    with torch.no_grad():
+        y = net(x, t)
+        y_nhwc = net(x.contiguous(memory_format=torch.channels_last), t)
+    torch.testing.assert_close(y_nhwc, y)
