@@ -58,3 +58,26 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
     assert main(["train", "--config", "configs/digits16_tiny.toml", "data.resolution=24", "--no-progress",
                  f"train.out_dir={tmp_path / 'r'}"]) == 2  # fmt: skip
     assert "expected resolution in {8, 16, 32} for digits, got 24" in capsys.readouterr().err
+
+
+def _image_folder(root, n=12, size=20):
+    rng = np.random.default_rng(0)
+    (root / "sub").mkdir(parents=True)
+    for i in range(n):
+        folder = root / "sub" if i % 2 else root
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"im{i:02d}.png")
+    return root
+
+
+def test_folder_training_with_a_corrupt_file(tmp_path, capsys):
+    root = _image_folder(tmp_path / "images")
+    (root / "broken.png").write_bytes(b"this is not a png")
+    base = ["train", "--config", "configs/digits16_tiny.toml", "--no-progress", "data.name=folder",
+            f"data.path={root}", "data.resolution=8", "model.attention_resolutions=[4]", "model.base_channels=8",
+            "train.batch_size=13", "train.steps=2", "train.sample_n=2", "sample.steps=2"]  # fmt: skip
+    assert main([*base, f"train.out_dir={tmp_path / 'a'}"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot decode" in err and "broken.png" in err
+    assert main([*base, f"train.out_dir={tmp_path / 'b'}", "data.skip_bad_files=true", "train.batch_size=4"]) == 0
+    metrics = (tmp_path / "b" / "metrics.jsonl").read_text()
+    assert '"skipped_files": 1' in metrics and "broken.png" in metrics

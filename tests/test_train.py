@@ -91,3 +91,29 @@ def test_loading_weights_of_another_architecture_is_a_clear_error(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="does not fit this model") as info:
         ckpt.load_state_dict_strict(wider, result.checkpoint / "model.safetensors")
     assert "shape mismatch" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"train": {"precision": "bf16"}},
+        {"train": {"channels_last": True}},
+        {"process": {"parameterization": "v", "schedule": "cosine"}, "train": {"loss_weighting": "min_snr"}},
+        {"process": {"parameterization": "x0"}, "train": {"complexity_lambda": 0.1}},
+    ],
+    ids=["bf16", "channels_last", "v_cosine_min_snr", "x0_complexity"],
+)
+def test_training_options_run_and_give_finite_losses(tmp_path, overrides):
+    raw = {k: dict(v) for k, v in TINY.items()}
+    for section, values in overrides.items():
+        raw.setdefault(section, {}).update(values)
+    raw["train"].update(out_dir=str(tmp_path / "run"), steps=2, batch_size=8)
+    result = train(config_from_dict(raw), progress=False)
+    assert len(result.losses) == 2 and all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_fp16_needs_cuda(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(TrainingError, match="fp16 needs a CUDA device"):
+        train(tiny(tmp_path, steps=1, precision="fp16", device="cpu"), progress=False)

@@ -64,9 +64,10 @@ class UNetBlock(nn.Module):
 class UNet(nn.Module):
     """The U-Net of DDPM (Ho et al. 2020) with the ADM options (scale-shift norm, heads).
 
-    Features run in the channels_last memory format (faster oneDNN convolutions on CPU,
-    1.2-1.6x for the forward pass here); inputs may come in either format, and the output
-    is returned as an ordinary contiguous NCHW tensor. Parameters keep the default layout.
+    Features run in the channels_last memory format (faster oneDNN convolutions on CPU: about
+    1.5x forward, 1.1x forward+backward on the benchmark machine); inputs may come in either
+    format, the output is an ordinary contiguous NCHW tensor, and parameters keep the
+    default layout (so state_dict tensors stay contiguous for safetensors).
     """
 
     def __init__(
@@ -169,6 +170,8 @@ class UNet(nn.Module):
         if class_labels is None or class_labels.shape != (B,):
             got = None if class_labels is None else tuple(class_labels.shape)
             raise ValueError(f"expected class_labels of shape ({B},), got {got}")
+        if B == 0:
+            return
         low, high = int(class_labels.min()), int(class_labels.max())
         if low < 0 or high >= self.num_classes:
             raise ValueError(f"expected class_labels in range(0, {self.num_classes}), "

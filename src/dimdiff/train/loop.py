@@ -127,8 +127,6 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
     data = config.data
     dataset = load_dataset(data.name, path=data.path, resolution=data.resolution, channels=data.channels,
                            seed=tc.seed, num_patches=data.num_patches, skip_bad_files=data.skip_bad_files)  # fmt: skip
-    if main and getattr(dataset, "skipped", None):
-        echo(f"skipped {len(dataset.skipped)} undecodable image(s), e.g. {dataset.skipped[0]}")
     shape = (dataset.channels, data.resolution, data.resolution)
     process = build_process(config.process, shape)
 
@@ -170,6 +168,10 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(dumps(config))
+        skipped = list(getattr(dataset, "skipped", []))
+        if skipped:
+            echo(f"skipped {len(skipped)} undecodable image(s), e.g. {skipped[0]}")
+            log.write({"step": step, "skipped_files": len(skipped), "skipped": skipped[:100]})  # type: ignore[union-attr]
     last_ckpt: Path | None = start
     losses: list[float] = []
     bar = tqdm(total=tc.steps, initial=step, disable=not (progress and main), desc="train", dynamic_ncols=True)
