@@ -74,3 +74,15 @@ def test_bad_attention_resolution_is_named(capsys):
 
     assert main(["train", "--config", str(CONFIGS[0]), "model.attention_resolutions=[5]", "--dry-run"]) == 2
     assert "model.attention_resolutions: expected sizes among" in capsys.readouterr().err
+
+
+def test_ddpm_cifar10_config_builds_the_reference_model(capsys):
+    from dimdiff.cli import main
+    from dimdiff.nets.unet import UNET_PRESETS, UNet, num_parameters
+
+    assert main(["train", "--config", "configs/ddpm_cifar10.toml", "--dry-run"]) == 0
+    assert "UNet with 35,746,307 parameters at 3x32x32" in capsys.readouterr().out
+    import torch
+
+    with torch.device("meta"):
+        assert num_parameters(UNet(**UNET_PRESETS["ddpm-cifar10"])) == 35_746_307
