@@ -31,7 +31,9 @@ class LoadedModel:
         return self.denoiser.process
 
 
-def load_model(checkpoint: str | Path, *, use_ema: bool | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(
+    checkpoint: str | Path, *, use_ema: bool | None = None, device: str | torch.device = "cpu"
+) -> LoadedModel:
     """The denoiser of a checkpoint folder (or of a run folder's newest checkpoint); EMA weights
     unless ``use_ema`` is False (None: the checkpoint config's ``sample.use_ema``)."""
     info = read_checkpoint_info(checkpoint)
