@@ -2,6 +2,8 @@
 
     dimdiff train --config configs/NAME.toml [section.key=value ...] [--dry-run] [--resume auto|DIR]
     dimdiff sample --checkpoint DIR --n 64 --steps 50 --sampler ddim --eta 0 --seed 0 --out DIR [--npz]
+    dimdiff eval --checkpoint DIR --n 2000 --metrics fd-digits,kid,swd,pr
+    dimdiff eval --samples DIR|FILE.npz --reference digits|FOLDER|FILE.npz
     dimdiff info DIR
 """
 
@@ -11,17 +13,20 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from dimdiff.checkpoint import CheckpointError
-from dimdiff.config import ConfigError, SamplerKind
-from dimdiff.data import DataError
+from dimdiff.config import ConfigError, SampleConfig, SamplerKind
+from dimdiff.data import DataError, Split
+from dimdiff.evaluate import Metric
+from dimdiff.metrics import INCEPTION_WEIGHTS_ENV, FeatureNetworkError
 from dimdiff.samplers import Spacing
 
 __all__ = ["main"]
 
-_USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError)
+_USER_ERRORS = (ConfigError, DataError, CheckpointError, FeatureNetworkError, FileNotFoundError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,12 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="sample images from a checkpoint")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder, or a run folder (newest checkpoint)")
     p.add_argument("--n", type=int, default=64, help="number of images")
-    p.add_argument("--steps", type=int, default=None, help="network evaluations (default: the checkpoint's)")
-    p.add_argument("--sampler", choices=[k.value for k in SamplerKind], default=None)
-    p.add_argument("--eta", type=float, default=None, help="DDIM eta (0 deterministic)")
-    p.add_argument("--spacing", choices=[s.value for s in Spacing], default=None, help="timestep grid")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    _add_sampler_options(p)
     p.add_argument("--out", required=True, help="output folder: grid.png, images/, samples.npz")
     p.add_argument("--npz", action="store_true", help="also write samples.npz (uint8 NHWC under 'images')")
     p.add_argument("--no-images", action="store_true", help="skip the individual PNGs")
@@ -51,9 +51,50 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
 
+    p = sub.add_parser("eval", help="score a checkpoint's samples, or saved samples, against reference data")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="sample from this checkpoint (or run folder) and score")
+    source.add_argument("--samples", help="score saved samples: a folder of images or a .npz")
+    p.add_argument("--reference", default=None,
+                   help="digits, patches, an image folder or a .npz (default: the checkpoint's training data)")
+    p.add_argument("--split", choices=[s.value for s in Split], default="train", help="reference split")
+    p.add_argument("--n", type=int, default=2000, help="samples to draw from a checkpoint")
+    p.add_argument("--metrics", default="fd-digits,kid,swd,pr",
+                   help=f"comma-separated, from {', '.join(m.value for m in Metric)}")
+    _add_sampler_options(p)
+    p.add_argument("--inception-weights", default=None,
+                   help=f"pt_inception-2015-12-05 weights file for fid (or set {INCEPTION_WEIGHTS_ENV})")
+    p.add_argument("--cache-dir", default=None,
+                   help="reference feature cache (default: $DIMDIFF_CACHE or ~/.cache/dimdiff)")
+    p.add_argument("--out", default=None, help="JSON result file (default: beside the checkpoint or samples)")
+    p.add_argument("--save-samples", default=None, help="also write the generated samples to this .npz")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+
     p = sub.add_parser("info", help="print a checkpoint's config, step and parameter count")
     p.add_argument("checkpoint", help="checkpoint folder or run folder")
     return parser
+
+
+def _add_sampler_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=None, help="network evaluations (default: the checkpoint's)")
+    p.add_argument("--sampler", choices=[k.value for k in SamplerKind], default=None)
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta (0 deterministic)")
+    p.add_argument("--spacing", choices=[s.value for s in Spacing], default=None, help="timestep grid")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+def _sample_config(args: argparse.Namespace, base: SampleConfig) -> SampleConfig:
+    """The checkpoint's sampling settings with the command line's changes."""
+    from dimdiff.generate import sample_config_with
+
+    return sample_config_with(
+        base,
+        steps=args.steps, eta=args.eta,
+        sampler=SamplerKind(args.sampler) if args.sampler else None,
+        spacing=Spacing(args.spacing) if args.spacing else None,
+    )  # fmt: skip
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -84,23 +125,66 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from dimdiff.generate import generate, load_model, sample_config_with, write_samples
+    from dimdiff.generate import generate, load_model, write_samples
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.n < 1:
         raise ConfigError(f"--n: expected an integer >= 1, got {args.n}")
     model = load_model(args.checkpoint, use_ema=False if args.no_ema else None, device=args.device)
-    sample = sample_config_with(
-        model.info.config.sample,
-        steps=args.steps, eta=args.eta,
-        sampler=SamplerKind(args.sampler) if args.sampler else None,
-        spacing=Spacing(args.spacing) if args.spacing else None,
-    )  # fmt: skip
+    sample = _sample_config(args, model.info.config.sample)
     images = generate(model, args.n, sample, seed=args.seed, batch_size=args.batch_size, progress=True)
     written = write_samples(images, args.out, npz=args.npz, individual=not args.no_images)
     for name, path in written.items():
         print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from dimdiff.bench.environment import environment_record
+    from dimdiff.checkpoint import read_checkpoint_info
+    from dimdiff.evaluate import (
+        EvalReport,
+        default_cache_dir,
+        evaluate_checkpoint,
+        load_reference,
+        load_samples,
+        parse_metrics,
+        score_images,
+    )
+    from dimdiff.images import save_npz
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    metrics = parse_metrics(args.metrics)
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if args.checkpoint:
+        base = read_checkpoint_info(args.checkpoint)
+        report, images = evaluate_checkpoint(
+            base.path, n=args.n, metrics=metrics, sample=_sample_config(args, base.config.sample), seed=args.seed,
+            batch_size=args.batch_size, reference=args.reference, split=Split(args.split),
+            inception_weights=args.inception_weights, cache_dir=cache, device=args.device, progress=True,
+        )  # fmt: skip
+        if args.save_samples:
+            save_npz(args.save_samples, images)
+        out = Path(args.out) if args.out else base.path.parent.parent / "eval" / f"eval_step_{base.step:08d}.json"
+    else:
+        if args.reference is None:
+            raise ConfigError("--samples needs --reference (digits, patches, a folder or a .npz)")
+        samples = load_samples(args.samples)
+        ref = load_reference(args.reference, resolution=samples.shape[-1], channels=samples.shape[1],
+                             split=Split(args.split))  # fmt: skip
+        scores = score_images(samples, ref, metrics, inception_weights=args.inception_weights, seed=args.seed,
+                              cache_dir=cache)  # fmt: skip
+        report = EvalReport(scores, len(samples), ref.key, {"samples": str(args.samples)})
+        source = Path(args.samples)
+        out = Path(args.out) if args.out else (source.parent if source.is_file() else source) / "eval.json"
+    print(f"{'metric':<14} value")
+    for name, value in report.metrics.items():
+        print(f"{name:<14} {value:.6g}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**report.to_json(), "environment": environment_record({"seed": args.seed})}, indent=2))
+    print(f"results: {out}")
     return 0
 
 
@@ -126,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    commands = {"train": _cmd_train, "sample": _cmd_sample, "info": _cmd_info}
+    commands = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "info": _cmd_info}
     from dimdiff.train.loop import TrainingError
 
     try:
