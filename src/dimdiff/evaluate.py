@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from dimdiff.config import ConfigError, SampleConfig
 from dimdiff.data import DataError, DatasetName, Split, load_dataset
@@ -146,7 +147,10 @@ def _quantise(images: Tensor) -> Tensor:
 
 @torch.no_grad()
 def _extract(fn: Callable[[Tensor], Tensor], images: Tensor, batch_size: int = 250) -> np.ndarray:
-    return torch.cat([fn(images[i : i + batch_size]).double() for i in range(0, len(images), batch_size)]).numpy()
+    """Features of all images, in batches (with a progress bar when it takes many)."""
+    starts = range(0, len(images), batch_size)
+    bar = tqdm(starts, desc="features", disable=len(starts) < 8, leave=False)
+    return torch.cat([fn(images[i : i + batch_size]).double() for i in bar]).numpy()
 
 
 def _feature_fn(net: FeatureNet, inception_weights: str | None) -> Callable[[Tensor], Tensor]:

@@ -115,135 +115,174 @@ def train(config: Config, *, resume: str | None = None, progress: bool = True, e
         teardown_distributed(dist_info)
 
 
-def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: str | None,
-           progress: bool, echo: Any) -> TrainResult:  # fmt: skip
-    tc, main = config.train, dist_info.is_main
-    out_dir = Path(tc.out_dir)
+@dataclass
+class _Run:
+    """Everything one training run builds and mutates (saved in and restored from checkpoints)."""
+
+    config: Config
+    device: torch.device
+    dist: DistInfo
+    process: Any
+    shape: tuple[int, int, int]
+    net: nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    stream: BatchStream
+    generator: torch.Generator  # t and noise
+    flip_generator: torch.Generator  # horizontal flips
+    step: int = 0
+
+
+def _build(config: Config, device: torch.device, dist_info: DistInfo) -> tuple[_Run, Any]:
+    tc, data = config.train, config.data
     if tc.batch_size % (dist_info.world_size * tc.grad_accum):
-        raise TrainingError(
-            f"train.batch_size = {tc.batch_size} must be a multiple of processes x grad_accum "
-            f"= {dist_info.world_size} x {tc.grad_accum}"
-        )
-    data = config.data
+        raise TrainingError(f"train.batch_size = {tc.batch_size} must be a multiple of processes x grad_accum "
+                            f"= {dist_info.world_size} x {tc.grad_accum}")  # fmt: skip
     dataset = load_dataset(data.name, path=data.path, resolution=data.resolution, channels=data.channels,
                            seed=tc.seed, num_patches=data.num_patches, skip_bad_files=data.skip_bad_files)  # fmt: skip
     shape = (dataset.channels, data.resolution, data.resolution)
-    process = build_process(config.process, shape)
-
-    torch.manual_seed(tc.seed)
+    torch.manual_seed(tc.seed)  # initial weights
     net = build_net(config.model, dataset.channels, data.resolution).to(device)
     if tc.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    ema = EMA(net, tc.ema_decay, tc.ema_warmup)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision is Precision.FP16)
     micro = tc.batch_size // (dist_info.world_size * tc.grad_accum)
-    stream = BatchStream(dataset, micro, seed=tc.seed, rank=dist_info.rank, world_size=dist_info.world_size,
-                         num_workers=data.num_workers)  # fmt: skip
-    generator = torch.Generator(device=device).manual_seed(tc.seed * 1000 + dist_info.rank)
-    flip_generator = torch.Generator().manual_seed(tc.seed * 1000 + 500 + dist_info.rank)
+    run = _Run(
+        config=config, device=device, dist=dist_info, process=build_process(config.process, shape), shape=shape,
+        net=net, ema=EMA(net, tc.ema_decay, tc.ema_warmup),
+        optimizer=torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay),
+        scaler=torch.amp.GradScaler(device.type, enabled=tc.precision is Precision.FP16),
+        stream=BatchStream(dataset, micro, seed=tc.seed, rank=dist_info.rank, world_size=dist_info.world_size,
+                           num_workers=data.num_workers),
+        generator=torch.Generator(device=device).manual_seed(tc.seed * 1000 + dist_info.rank),
+        flip_generator=torch.Generator().manual_seed(tc.seed * 1000 + 500 + dist_info.rank),
+    )  # fmt: skip
+    torch.manual_seed(tc.seed * 1000 + 7 + dist_info.rank)  # dropout stream, distinct per rank
+    return run, dataset
 
-    step = 0
+
+def _restore(run: _Run, start: Path) -> None:
+    """Load weights, optimizer, data position and RNG states of a checkpoint into ``run``."""
+    info = ckpt.read_checkpoint_info(start)
+    ckpt.check_compatible(info.config, run.config, start)
+    ckpt.load_state_dict_strict(run.net, start / "model.safetensors")
+    ckpt.load_state_dict_strict(run.ema.model, start / "ema.safetensors")
+    state = ckpt.load_training_state(start)
+    if len(state["data"]) != run.dist.world_size:
+        raise ckpt.CheckpointError(f"cannot resume from {start}: it was made by {len(state['data'])} process(es), "
+                                   f"this run has {run.dist.world_size}")  # fmt: skip
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.stream.load_state(state["data"][run.dist.rank])
+    _set_rng_state(state["rng"][run.dist.rank], run.generator, run.device)
+    run.flip_generator.set_state(state["flip_rng"][run.dist.rank])
+    run.ema.num_updates, run.step = int(state["ema_updates"]), int(state["step"])
+
+
+def _save(run: _Run, out_dir: Path) -> Path | None:
+    """Checkpoint the run (every rank contributes its data position and RNG states; rank 0 writes)."""
+    gathered = _gather_states(run.stream, run.generator, run.flip_generator, run.device, run.dist)
+    state = {"step": run.step, "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
+             "ema_updates": run.ema.num_updates, **gathered}  # fmt: skip
+    if not run.dist.is_main:
+        return None
+    return ckpt.save_checkpoint(out_dir, step=run.step, config=run.config, data_shape=run.shape, model=run.net,
+                                ema=run.ema.model, state=state, keep_last=run.config.train.keep_last)  # fmt: skip
+
+
+def _train_step(run: _Run, model: nn.Module, forward: Any, batches: Any) -> tuple[float, dict[str, float], float]:
+    """One optimizer step over grad_accum micro-batches: (loss, loss parts, gradient norm)."""
+    tc, kind, process = run.config.train, run.config.process.parameterization, run.process
+    for group in run.optimizer.param_groups:
+        group["lr"] = _learning_rate(run.config, run.step)
+    run.optimizer.zero_grad(set_to_none=True)
+    step_loss, parts = 0.0, {}
+    for m in range(tc.grad_accum):
+        x0 = next(batches).to(run.device, non_blocking=True)  # (b, C, H, W)
+        if run.config.data.hflip:
+            flip = torch.rand(x0.shape[0], generator=run.flip_generator) < 0.5  # (b,)
+            x0 = torch.where(flip.to(run.device)[:, None, None, None], x0.flip(-1), x0)
+        t = process.sample_training_t(x0.shape[0], generator=run.generator, device=run.device)  # (b,)
+        noise = process.noise_like(x0, t, generator=run.generator)  # shape of x_t
+        x_t = process.forward_sample(x0, t, noise)  # (b, C', H', W')
+        target = process.training_target(x0, noise, t, kind)  # (b, C', H', W')
+        weight = loss_weight(process.log_snr(t), tc.loss_weighting, kind, tc.min_snr_gamma)  # (b,)
+        sync = m == tc.grad_accum - 1 or not run.dist.enabled
+        with (contextlib.nullcontext() if sync else model.no_sync()), _autocast(tc.precision, run.device):
+            x_in = x_t.contiguous(memory_format=torch.channels_last) if tc.channels_last else x_t
+            pred = forward(x_in, t.float())  # (b, C', H', W')
+            loss, parts = diffusion_loss(pred, target, weight, x0=x0, complexity_lambda=tc.complexity_lambda)
+        run.scaler.scale(loss / tc.grad_accum).backward()
+        step_loss += loss.item() / tc.grad_accum
+    if reduce_flag(not math.isfinite(step_loss), run.dist, run.device):
+        return step_loss, parts, math.nan
+    run.scaler.unscale_(run.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.net.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.ema.update(run.net)
+    run.step += 1
+    return step_loss, parts, float(grad_norm)
+
+
+def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: str | None,
+           progress: bool, echo: Any) -> TrainResult:  # fmt: skip
+    tc, main, out_dir = config.train, dist_info.is_main, Path(config.train.out_dir)
+    run, dataset = _build(config, device, dist_info)
     start = _resume_path(resume, out_dir)
     if start is not None:
-        info = ckpt.read_checkpoint_info(start)
-        ckpt.check_compatible(info.config, config, start)
-        ckpt.load_state_dict_strict(net, start / "model.safetensors")
-        ckpt.load_state_dict_strict(ema.model, start / "ema.safetensors")
-        state = ckpt.load_training_state(start)
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        stream.load_state(state["data"][dist_info.rank] if dist_info.enabled else state["data"][0])
-        _set_rng_state(state["rng"][dist_info.rank] if dist_info.enabled else state["rng"][0], generator, device)
-        flip_generator.set_state(state["flip_rng"][dist_info.rank if dist_info.enabled else 0])
-        ema.num_updates, step = int(state["ema_updates"]), int(state["step"])
+        _restore(run, start)
         if main:
-            echo(f"resumed from {start} at step {step}")
-    else:
-        torch.manual_seed(tc.seed * 1000 + 7 + dist_info.rank)  # dropout stream, distinct per rank
-
-    model: nn.Module = DistributedDataParallel(net) if dist_info.enabled else net
+            echo(f"resumed from {start} at step {run.step}")
+    model: nn.Module = DistributedDataParallel(run.net) if dist_info.enabled else run.net
     forward = torch.compile(model) if tc.compile else model
-    log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if start is not None else None) if main else None
+    log = MetricsLog(out_dir / "metrics.jsonl", resume_step=run.step if start is not None else None) if main else None
     if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(dumps(config))
         skipped = list(getattr(dataset, "skipped", []))
         if skipped:
             echo(f"skipped {len(skipped)} undecodable image(s), e.g. {skipped[0]}")
-            log.write({"step": step, "skipped_files": len(skipped), "skipped": skipped[:100]})  # type: ignore[union-attr]
-    last_ckpt: Path | None = start
-    losses: list[float] = []
-    bar = tqdm(total=tc.steps, initial=step, disable=not (progress and main), desc="train", dynamic_ncols=True)
-    batches = iter(stream)
-    t_last, step_last = time.perf_counter(), step
+            log.write({"step": run.step, "skipped_files": len(skipped), "skipped": skipped[:100]})  # type: ignore[union-attr]
 
-    def save(step_now: int) -> Path:
-        gathered = _gather_states(stream, generator, flip_generator, device, dist_info)
-        state = {"step": step_now, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                 "ema_updates": ema.num_updates, **gathered}  # fmt: skip
-        if not main:
-            return Path()
-        return ckpt.save_checkpoint(out_dir, step=step_now, config=config, data_shape=shape, model=net,
-                                    ema=ema.model, state=state, keep_last=tc.keep_last)  # fmt: skip
-
-    while step < tc.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, step)
-        optimizer.zero_grad(set_to_none=True)
-        step_loss, parts = 0.0, {}
-        for m in range(tc.grad_accum):
-            x0 = next(batches).to(device, non_blocking=True)  # (b, C, H, W)
-            if data.hflip:
-                flip = torch.rand(x0.shape[0], generator=flip_generator) < 0.5
-                x0 = torch.where(flip.to(device)[:, None, None, None], x0.flip(-1), x0)
-            t = process.sample_training_t(x0.shape[0], generator=generator, device=device)  # (b,)
-            noise = process.noise_like(x0, t, generator=generator)  # shape of x_t
-            x_t = process.forward_sample(x0, t, noise)  # (b, C', H', W')
-            target = process.training_target(x0, noise, t, config.process.parameterization)
-            kind = config.process.parameterization
-            weight = loss_weight(process.log_snr(t), tc.loss_weighting, kind, tc.min_snr_gamma)  # (b,)
-            sync = m == tc.grad_accum - 1 or not dist_info.enabled
-            with (contextlib.nullcontext() if sync else model.no_sync()), _autocast(tc.precision, device):
-                x_in = x_t.contiguous(memory_format=torch.channels_last) if tc.channels_last else x_t
-                pred = forward(x_in, t.float())  # (b, C', H', W')
-                loss, parts = diffusion_loss(pred, target, weight, x0=x0, complexity_lambda=tc.complexity_lambda)
-            scaler.scale(loss / tc.grad_accum).backward()
-            step_loss += loss.item() / tc.grad_accum
-        if reduce_flag(not math.isfinite(step_loss), dist_info, device):
+    last_ckpt, losses, batches = start, [], iter(run.stream)
+    bar = tqdm(total=tc.steps, initial=run.step, disable=not (progress and main), desc="train", dynamic_ncols=True)
+    t_last, step_last = time.perf_counter(), run.step
+    while run.step < tc.steps:
+        loss, parts, grad_norm = _train_step(run, model, forward, batches)
+        if not math.isfinite(loss) or not math.isfinite(grad_norm):
             where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-            raise TrainingError(f"loss is {step_loss} (not finite) at step {step + 1}; training stopped, {where}")
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
-        scaler.step(optimizer)
-        scaler.update()
-        ema.update(net)
-        step += 1
-        losses.append(step_loss)
+            raise TrainingError(f"loss is {loss} (not finite) at step {run.step + 1}; training stopped, {where}")
+        losses.append(loss)
         bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.4f}")
+        bar.set_postfix(loss=f"{loss:.4f}")
+        step = run.step
         if log is not None and (step % tc.log_every == 0 or step == tc.steps):
             now = time.perf_counter()
-            rate = (step - step_last) / max(now - t_last, 1e-9)
-            t_last, step_last = now, step
-            log.write({"step": step, "loss": step_loss, **parts, "grad_norm": float(grad_norm),
-                       "lr": optimizer.param_groups[0]["lr"], "steps_per_s": rate})  # fmt: skip
+            rate, t_last, step_last = (step - step_last) / max(now - t_last, 1e-9), now, step
+            log.write({"step": step, "loss": loss, **parts, "grad_norm": grad_norm,
+                       "lr": run.optimizer.param_groups[0]["lr"], "steps_per_s": rate})  # fmt: skip
         if step % tc.checkpoint_every == 0 or step == tc.steps:
-            last_ckpt = save(step)
+            last_ckpt = _save(run, out_dir) or last_ckpt
         if main and tc.sample_every and step % tc.sample_every == 0 and step != tc.steps:
-            _sample_grid(config, ema.model, process, device, out_dir / "samples" / f"step_{step:08d}.png")
+            _sample_grid(config, run.ema.model, run.process, device, out_dir / "samples" / f"step_{step:08d}.png")
     bar.close()
+    return _finish(run, out_dir, log, losses, last_ckpt)
 
-    checksums = all_equal_checksums(net, dist_info, device)
+
+def _finish(run: _Run, out_dir: Path, log: MetricsLog | None, losses: list[float],
+            last_ckpt: Path | None) -> TrainResult:  # fmt: skip
+    """Check the ranks agree, draw the final grid and the loss curve."""
+    checksums = all_equal_checksums(run.net, run.dist, run.device)
     grid = loss_plot = None
-    if main:
-        if dist_info.enabled:
-            log.write({"step": step, "rank_checksums": checksums})  # type: ignore[union-attr]
+    if log is not None:
+        if run.dist.enabled:
+            log.write({"step": run.step, "rank_checksums": checksums})
             if len(set(checksums)) != 1:
                 raise TrainingError(f"ranks hold different weights after training: {checksums}")
-        grid = _sample_grid(config, ema.model, process, device, out_dir / "samples" / f"step_{step:08d}.png")
+        path = out_dir / "samples" / f"step_{run.step:08d}.png"
+        grid = _sample_grid(run.config, run.ema.model, run.process, run.device, path)
         loss_plot = plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png") if losses else None
-    return TrainResult(out_dir, last_ckpt, step, losses, grid, loss_plot)
+    return TrainResult(out_dir, last_ckpt, run.step, losses, grid, loss_plot)
 
 
 def _gather_states(stream: BatchStream, generator: torch.Generator, flip_generator: torch.Generator,
