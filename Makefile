@@ -37,6 +37,9 @@ demo: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[bench]"
 	OMP_NUM_THREADS=2 $(PY) benchmarks/unet_speed.py
+	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench sampling
+	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench training
+	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench quality
 
 clean:
 	rm -rf $(VENV) runs

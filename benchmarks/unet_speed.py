@@ -16,18 +16,17 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from dimdiff.bench.environment import environment_record
+from dimdiff.bench.peer import MISSING_NOTE, diffusers_unet, load_diffusers
+from dimdiff.bench.timing import count_flops, interleaved_times
 from dimdiff.nets.unet import UNet, num_parameters
 
 
@@ -61,28 +60,17 @@ def build_ours(args: argparse.Namespace) -> nn.Module:
     )
 
 
-def build_peer(args: argparse.Namespace) -> tuple[nn.Module | None, str | None]:
-    """diffusers' UNet2DModel with our widths, or (None, None) if diffusers is missing."""
-    try:
-        import diffusers
-        from diffusers import UNet2DModel
-    except ImportError:
-        print("note: diffusers is not installed; timing only dimdiff's UNet "
-              "(pip install 'dimdiff[bench]' to add the peer)")
-        return None, None
-    levels = range(len(args.channel_mult))
-    attn = [lvl == args.attention_level for lvl in levels]
-    widths = tuple(args.base_channels * m for m in args.channel_mult)
-    peer = UNet2DModel(
-        sample_size=args.resolution, in_channels=3, out_channels=3,
-        block_out_channels=widths, layers_per_block=args.num_res_blocks,
-        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
-        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
-        attention_head_dim=widths[args.attention_level] // args.num_heads,
-        norm_num_groups=32, freq_shift=1, flip_sin_to_cos=False,
-        resnet_time_scale_shift="default" if args.additive else "scale_shift",
+def build_peer(args: argparse.Namespace) -> nn.Module | None:
+    """diffusers' UNet2DModel with our widths, or None if diffusers is missing."""
+    diffusers = load_diffusers()
+    if diffusers is None:
+        print(f"note: {MISSING_NOTE}")
+        return None
+    return diffusers_unet(
+        diffusers, channels=3, resolution=args.resolution, base_channels=args.base_channels,
+        channel_mult=tuple(args.channel_mult), num_res_blocks=args.num_res_blocks,
+        attention_levels=(args.attention_level,), num_heads=args.num_heads, scale_shift=not args.additive,
     )
-    return peer, diffusers.__version__
 
 
 def forward_call(net: nn.Module, x: torch.Tensor, t: torch.Tensor, peer: bool) -> torch.Tensor:
@@ -106,21 +94,6 @@ def make_steps(net: nn.Module, x: torch.Tensor, t: torch.Tensor, peer: bool
         forward_call(net, x, t, peer).square().mean().backward()
 
     return forward, forward_backward
-
-
-def time_interleaved(steps: list[Callable[[], None]], repeats: int, warmup: int
-                     ) -> list[list[float]]:
-    """Seconds per call of each step, run round-robin: A B A B ..."""
-    for step in steps:
-        for _ in range(warmup):
-            step()
-    times: list[list[float]] = [[] for _ in steps]
-    for _ in range(repeats):
-        for step, record in zip(steps, times, strict=True):
-            start = time.perf_counter()
-            step()
-            record.append(time.perf_counter() - start)
-    return times
 
 
 def best_gflops(step: Callable[[], object], flop: float, repeats: int = 7) -> float:
@@ -150,32 +123,10 @@ def matmul_gflops(n: int = 2048) -> dict[str, float]:
 
 
 def forward_flops(net: nn.Module, x: torch.Tensor, t: torch.Tensor) -> int:
+    """FLOPs of one forward (attention included: dimdiff.bench.timing.count_flops)."""
     net.eval()
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        net(x, t)
-    return counter.get_total_flops()
-
-
-def machine_info(args: argparse.Namespace, peer_version: str | None) -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {
-        "cpu": cpu, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "diffusers": peer_version, "python": platform.python_version(), "git_commit": commit,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-    }
+    with torch.inference_mode():
+        return count_flops(lambda: net(x, t))
 
 
 def summarize(names: list[str], times: list[list[float]]) -> dict:
@@ -218,7 +169,7 @@ def main() -> None:
     x = torch.randn(args.batch, 3, args.resolution, args.resolution)
     t = torch.rand(args.batch)
     ours = build_ours(args)
-    peer, peer_version = build_peer(args)
+    peer = build_peer(args)
     contestants = {"dimdiff": make_steps(ours, x, t, peer=False)}
     params = {"dimdiff": num_parameters(ours)}
     if peer is not None:
@@ -242,7 +193,7 @@ def main() -> None:
     names = list(contestants)
     for index, measurement in enumerate(("forward", "forward_backward")):
         steps = [pair[index] for pair in contestants.values()]
-        result[measurement] = summarize(names, time_interleaved(steps, args.repeats, args.warmup))
+        result[measurement] = summarize(names, interleaved_times(steps, args.repeats, args.warmup))
     matmul_after = matmul_gflops()
     matmul = {k: max(matmul_before[k], matmul_after[k]) for k in matmul_before}
 
@@ -251,7 +202,8 @@ def main() -> None:
     result["flops"] = {"forward_gflop": flops / 1e9, "forward_gflops_achieved": achieved,
                        "matmul_gflops": matmul,
                        "fraction_of_matmul": {k: achieved / v for k, v in matmul.items()}}
-    result["machine"] = machine_info(args, peer_version) | {
+    result["environment"] = environment_record(seeds={"weights_and_inputs": args.seed}) | {
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "loadavg_1_5_15_before": load_before, "loadavg_1_5_15_after": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -4,6 +4,7 @@
     dimdiff sample --checkpoint DIR --n 64 --steps 50 --sampler ddim --eta 0 --seed 0 --out DIR [--npz]
     dimdiff eval --checkpoint DIR --n 2000 --metrics fd-digits,kid,swd,pr
     dimdiff eval --samples DIR|FILE.npz --reference digits|FOLDER|FILE.npz
+    dimdiff bench sampling|training|quality [--config FILE] [section.key=value ...]
     dimdiff info DIR
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from dimdiff.bench.cli import add_bench_parser, run_bench
 from dimdiff.checkpoint import CheckpointError
 from dimdiff.config import ConfigError, SampleConfig, SamplerKind
 from dimdiff.data import DataError, Split
@@ -70,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--save-samples", default=None, help="also write the generated samples to this .npz")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+
+    add_bench_parser(sub)
 
     p = sub.add_parser("info", help="print a checkpoint's config, step and parameter count")
     p.add_argument("checkpoint", help="checkpoint folder or run folder")
@@ -206,11 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # overrides may come after options (`--config X a.b=1 --dry-run c.d=2`)
-    if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+    if args.command in ("train", "bench") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    commands = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "info": _cmd_info}
+    commands = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "bench": run_bench, "info": _cmd_info}
     from dimdiff.train.loop import TrainingError
 
     try:

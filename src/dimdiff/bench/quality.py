@@ -1,0 +1,164 @@
+"""Quality at equal training budget: train every method the same way, sample, score.
+
+Each method's config is trained with the same steps and batch on each dataset (methods that
+differ only in the sampler share one trained model), then sampled with every step count N in
+``sample_steps``. Batches are generated interleaved over (method, N), so machine-load drifts hit
+all alike, and batch i is seeded with seed + i as in `dimdiff sample`. Scores come from
+`dimdiff.evaluate.score_images`; time per image is the median over batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dimdiff.bench.environment import environment_record
+from dimdiff.bench.registry import BenchMethod, data_channels, training_groups
+from dimdiff.build import run_sampler
+from dimdiff.config import Config, config_to_dict
+from dimdiff.data import DatasetName, Split
+from dimdiff.evaluate import Metric, load_reference, score_images
+from dimdiff.generate import LoadedModel, load_model
+from dimdiff.images import save_grid
+
+__all__ = ["QualityOptions", "quality_bench", "default_metrics", "headline_metric", "LOWER_IS_BETTER"]
+
+LOWER_IS_BETTER = ("fd-digits", "fid", "kid", "swd_mean", "swd_16", "swd_8", "swd_4", "swd_32")
+
+
+@dataclass(frozen=True)
+class QualityOptions:
+    datasets: tuple[DatasetName, ...] = (DatasetName.DIGITS,)  # `digits` and/or `patches`
+    sample_steps: tuple[int, ...] = (10, 20, 50)  # step counts N sampled for every method
+    samples: int = 500  # images scored per (method, N)
+    sample_batch: int = 100  # images per sampling batch
+    metrics: tuple[Metric, ...] | None = None  # None: default_metrics(dataset)
+    reference_split: Split = Split.TRAIN  # real images the samples are scored against
+    seed: int = 0  # sampling seed (training uses train.seed)
+    runs_dir: str = "runs/bench_quality"  # training runs and sample grids
+    inception_weights: str | None = None  # FID weights file (for `fid` and Inception KID/PR)
+    cache_dir: str | None = None  # reference feature cache (None: no cache)
+    device: str = "cpu"
+    progress: bool = False  # training progress bars
+
+
+def default_metrics(dataset: DatasetName, inception_weights: str | None = None) -> tuple[Metric, ...]:
+    """digits: FD-digits, KID, precision/recall, SWD, confidence; others: SWD (+ FID/KID/PR with weights)."""
+    if dataset is DatasetName.DIGITS:
+        return (Metric.FD_DIGITS, Metric.KID, Metric.PR, Metric.SWD, Metric.CONFIDENCE)
+    return (Metric.SWD, Metric.FID, Metric.KID, Metric.PR) if inception_weights else (Metric.SWD,)
+
+
+def headline_metric(metrics: Sequence[Metric]) -> str:
+    """The score key a plot shows for these metrics (the first one's main number)."""
+    keys = {Metric.FD_DIGITS: "fd-digits", Metric.FID: "fid", Metric.KID: "kid", Metric.PR: "precision",
+            Metric.SWD: "swd_mean", Metric.CONFIDENCE: "confidence"}  # fmt: skip
+    return keys[metrics[0]]
+
+
+def _on_dataset(config: Config, dataset: DatasetName, out_dir: Path) -> Config:
+    """``config`` trained on ``dataset`` (its own channels) into ``out_dir``, one checkpoint at the end."""
+    data = dataclasses.replace(config.data, name=dataset, path=None, channels=None)
+    train = dataclasses.replace(config.train, out_dir=str(out_dir), checkpoint_every=config.train.steps,
+                                sample_n=min(config.train.sample_n, 16))  # fmt: skip
+    return dataclasses.replace(config, data=data, train=train)
+
+
+def _train(group: list[BenchMethod], out_dir: Path, options: QualityOptions) -> tuple[dict[str, Any], LoadedModel]:
+    """Train the model that ``group`` shares into ``out_dir``: its record and its EMA weights."""
+    from dimdiff.train.loop import train  # the trainer is the top layer's business, loaded when needed
+
+    config = group[0].config
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, out_dir=str(out_dir)))
+    start = time.perf_counter()
+    result = train(config, progress=options.progress, echo=lambda *_: None)
+    seconds = time.perf_counter() - start
+    tail = result.losses[-min(50, len(result.losses)) :]
+    record = {
+        "dataset": config.data.name.value, "methods": [m.key for m in group], "steps": result.step,
+        "batch_size": config.train.batch_size, "seconds": seconds,
+        "examples_per_s": result.step * config.train.batch_size / seconds,
+        "final_loss": statistics.fmean(tail) if tail else None, "checkpoint": str(result.checkpoint),
+    }  # fmt: skip
+    return record, load_model(result.checkpoint, device=options.device)
+
+
+def _sample_interleaved(
+    combos: list[tuple[BenchMethod, int]], models: dict[str, LoadedModel], options: QualityOptions
+) -> tuple[list[torch.Tensor], list[list[float]]]:
+    """Images and per-image seconds of every batch for each (method, N); batches run round-robin."""
+    images: list[list[torch.Tensor]] = [[] for _ in combos]
+    seconds: list[list[float]] = [[] for _ in combos]
+    for i in range(math.ceil(options.samples / options.sample_batch)):
+        count = min(options.sample_batch, options.samples - i * options.sample_batch)
+        for j, (method, steps) in enumerate(combos):
+            model = models[method.key]
+            sample = dataclasses.replace(method.config.sample, steps=steps)
+            generator = torch.Generator(device=model.device).manual_seed(options.seed + i)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                batch = run_sampler(sample, model.denoiser, model.process, count, generator=generator,
+                                    device=model.device)  # fmt: skip
+            seconds[j].append((time.perf_counter() - start) / count)
+            images[j].append(batch.cpu())
+    return [torch.cat(parts) for parts in images], seconds
+
+
+def _dataset_rows(methods: Sequence[BenchMethod], dataset: DatasetName, run_dir: Path,
+                  options: QualityOptions) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """Train, sample and score every method on one dataset: (score rows, training records)."""
+    on_data = [dataclasses.replace(m, config=_on_dataset(m.config, dataset, run_dir / dataset.value))
+               for m in methods]  # fmt: skip
+    trained, models = [], {}
+    for group in training_groups(on_data):
+        record, model = _train(group, run_dir / dataset.value / group[0].key, options)
+        trained.append(record)
+        models.update({m.key: model for m in group})
+    combos = [(m, n) for m in on_data for n in options.sample_steps]
+    images, seconds = _sample_interleaved(combos, models, options)
+    config = on_data[0].config
+    metrics = options.metrics or default_metrics(dataset, options.inception_weights)
+    reference = load_reference(dataset.value, resolution=config.data.resolution, channels=data_channels(config),
+                               split=options.reference_split)  # fmt: skip
+    rows = []
+    for (method, steps), imgs, secs in zip(combos, images, seconds, strict=True):
+        grid = save_grid(run_dir / dataset.value / f"{method.key}_N{steps}.png", imgs[:64])
+        scores = score_images(imgs, reference, metrics, inception_weights=options.inception_weights,
+                              seed=options.seed, cache_dir=options.cache_dir)  # fmt: skip
+        rows.append({"dataset": dataset.value, "key": method.key, "name": method.name, "steps": steps,
+                     "samples": len(imgs), "time_per_image_s": statistics.median(secs), "scores": scores,
+                     "headline": headline_metric(metrics), "grid": str(grid)})  # fmt: skip
+    return rows, trained
+
+
+def quality_bench(methods: Sequence[BenchMethod], options: QualityOptions = QualityOptions()) -> dict[str, Any]:
+    """Train, sample and score every method on every dataset; a JSON-able result."""
+    base = methods[0].config
+    environment = environment_record(seeds={"train": base.train.seed, "sampling": options.seed})
+    run_dir = Path(options.runs_dir) / time.strftime("%Y%m%d-%H%M%S")
+    rows, trained = [], []
+    for dataset in options.datasets:
+        dataset_rows, records = _dataset_rows(methods, dataset, run_dir, options)
+        rows += dataset_rows
+        trained += records
+    config = config_to_dict(base)
+    settings = dataclasses.asdict(options) | {"run_dir": str(run_dir)}
+    return {
+        "benchmark": "quality",
+        "settings": settings,
+        "model": config["model"], "process": config["process"], "train": config["train"],
+        "resolution": base.data.resolution,
+        "training": trained,
+        "rows": rows,
+        "environment": environment,
+        "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }

@@ -1,0 +1,99 @@
+"""The methods `dimdiff bench` compares, one builder per forward process.
+
+A method is a label and a complete dimdiff `Config`: `process.kind` picks the forward process,
+`sample` the sampler, and the `model` section is the U-Net shared by every method of a run.
+A process joins the benchmarks by adding one entry to `METHOD_BUILDERS`, keyed by its
+`ProcessKind`; no class is looked up by a string. The reference of every ratio is
+full-resolution DDIM (key ``ddim``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from dimdiff.config import Config, ConfigError, ProcessKind, SamplerKind, config_to_dict
+from dimdiff.data import DatasetName
+
+__all__ = [
+    "REFERENCE_KEY", "METHOD_BUILDERS", "BenchMethod", "available_methods", "unregistered_kinds",
+    "select_methods", "reference_method", "training_groups", "data_channels",
+]  # fmt: skip
+
+REFERENCE_KEY = "ddim"  # full-resolution DDIM (Gaussian process, eta = 0): the denominator of ratios
+
+
+@dataclass(frozen=True)
+class BenchMethod:
+    key: str  # short name for --methods, e.g. "ddim"
+    name: str  # label in tables and plots
+    config: Config  # process.kind selects the process; model is the shared U-Net config
+
+
+def _gaussian_methods(base: Config) -> list[BenchMethod]:
+    """Full-resolution DDPM/DDIM on the Gaussian variance-preserving process."""
+    process = dataclasses.replace(base.process, kind=ProcessKind.GAUSSIAN)
+    ddim = dataclasses.replace(base.sample, sampler=SamplerKind.DDIM, eta=0.0)
+    ddpm = dataclasses.replace(base.sample, sampler=SamplerKind.DDPM)
+    return [
+        BenchMethod(REFERENCE_KEY, "DDIM (full res.)", dataclasses.replace(base, process=process, sample=ddim)),
+        BenchMethod("ddpm", "DDPM ancestral (full res.)", dataclasses.replace(base, process=process, sample=ddpm)),
+    ]
+
+
+# One entry per process kind; a new process adds `ProcessKind.X: _x_methods` here.
+METHOD_BUILDERS: dict[ProcessKind, Callable[[Config], list[BenchMethod]]] = {
+    ProcessKind.GAUSSIAN: _gaussian_methods,
+}
+
+
+def available_methods(base: Config) -> list[BenchMethod]:
+    """Every registered method built on ``base``, in `ProcessKind` order (the reference first)."""
+    methods = [m for kind in ProcessKind if kind in METHOD_BUILDERS for m in METHOD_BUILDERS[kind](base)]
+    keys = [m.key for m in methods]
+    if len(set(keys)) != len(keys) or REFERENCE_KEY not in keys:
+        raise ValueError(f"expected unique method keys including {REFERENCE_KEY!r}, got {keys}")
+    return sorted(methods, key=lambda m: m.key != REFERENCE_KEY)
+
+
+def unregistered_kinds() -> list[ProcessKind]:
+    """Process kinds that exist but have no benchmark entry yet."""
+    return [kind for kind in ProcessKind if kind not in METHOD_BUILDERS]
+
+
+def select_methods(methods: Sequence[BenchMethod], keys: Sequence[str] | None) -> list[BenchMethod]:
+    """The methods named by ``keys`` (all when None), always with the reference, in registry order."""
+    if not keys:
+        return list(methods)
+    valid = [m.key for m in methods]
+    bad = [k for k in keys if k not in valid]
+    if bad:
+        raise ConfigError(f"--methods: expected keys among {', '.join(valid)}, got {', '.join(bad)}")
+    return [m for m in methods if m.key in keys or m.key == REFERENCE_KEY]
+
+
+def reference_method(methods: Sequence[BenchMethod]) -> BenchMethod:
+    for method in methods:
+        if method.key == REFERENCE_KEY:
+            return method
+    raise ValueError(f"expected the reference method {REFERENCE_KEY!r} among {[m.key for m in methods]}")
+
+
+def _training_key(config: Config) -> str:
+    """What decides the cost and result of training: every section but `sample`."""
+    return json.dumps({k: v for k, v in config_to_dict(config).items() if k != "sample"}, sort_keys=True)
+
+
+def training_groups(methods: Sequence[BenchMethod]) -> list[list[BenchMethod]]:
+    """Methods that train the same model (they differ only in the sampler), grouped in order."""
+    groups: dict[str, list[BenchMethod]] = {}
+    for method in methods:
+        groups.setdefault(_training_key(method.config), []).append(method)
+    return list(groups.values())
+
+
+def data_channels(config: Config) -> int:
+    """Image channels of the configured data: data.channels, else the dataset's own (digits: 1)."""
+    return config.data.channels or (1 if config.data.name is DatasetName.DIGITS else 3)

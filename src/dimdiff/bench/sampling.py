@@ -1,0 +1,179 @@
+"""Sampling cost of every method with one U-Net and one step count N, and of the diffusers peer.
+
+For each method: median wall time per image over interleaved runs (A B C A B C ...), FLOPs per
+image (torch.utils.flop_counter over one whole N-step run), network evaluations (NFE) per image,
+peak memory of one batch, and ratios to full-resolution DDIM measured in the same run. The
+dimension ratio mean_n dim(x_t_n) / dim(x0) over the network evaluations is the analytic cost
+bound sum_k (n_k / N) 4^-k of a convolutional net (1 for full-resolution methods). Weights are
+untrained: they do not change the cost.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dimdiff.bench.environment import environment_record
+from dimdiff.bench.peer import (
+    MISSING_NOTE,
+    diffusers_ddim_sampler,
+    diffusers_scheduler,
+    diffusers_unet,
+    load_diffusers,
+)
+from dimdiff.bench.registry import REFERENCE_KEY, BenchMethod, data_channels, reference_method, unregistered_kinds
+from dimdiff.bench.timing import count_flops, interleaved_times, median_ratio, peak_memory_mb
+from dimdiff.build import attention_levels, build_denoiser, build_net, build_process, data_shape, run_sampler
+from dimdiff.config import SampleConfig, SamplerKind, config_to_dict
+from dimdiff.nets.unet import num_parameters
+
+__all__ = ["SamplingOptions", "Contestant", "sampling_bench", "sampler_label", "PEER_KEY", "PARAMETER_TOLERANCE"]
+
+PEER_KEY = "diffusers"
+PARAMETER_TOLERANCE = 0.05  # the peer's parameter count must be within 5 % of ours
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    batch: int = 16  # images per sampling run
+    repeats: int = 10  # timed runs per contestant (interleaved)
+    warmup: int = 1  # untimed runs per contestant first
+    seed: int = 0  # initial weights and prior noise
+    device: str = "cpu"
+    peer: bool = True  # add diffusers' UNet2DModel + DDIMScheduler when importable
+
+
+@dataclass
+class Contestant:
+    key: str
+    name: str
+    sample: Callable[..., Tensor]  # sample(callback=None) -> one batch after N steps
+    net: nn.Module  # the network whose evaluations are counted
+    data_dim: int  # C * H * W of a clean image x0
+    info: dict[str, Any] = field(default_factory=dict)  # process, sampler, steps, parameters
+
+
+def sampler_label(sample: SampleConfig) -> str:
+    """'ddim eta=0', 'ddpm' or 'adaptive' (eta only where the sampler takes it)."""
+    return f"ddim eta={sample.eta:g}" if sample.sampler is SamplerKind.DDIM else sample.sampler.value
+
+
+def _method_contestant(method: BenchMethod, options: SamplingOptions) -> Contestant:
+    config, device = method.config, torch.device(options.device)
+    channels = data_channels(config)
+    process = build_process(config.process, data_shape(config, channels))
+    torch.manual_seed(options.seed)  # the same untrained weights for every method
+    net = build_net(config.model, channels, config.data.resolution).to(device).eval()
+    denoiser = build_denoiser(config, net, process)
+
+    @torch.inference_mode()
+    def sample(callback: Callable[[dict[str, Any]], None] | None = None) -> Tensor:
+        generator = torch.Generator(device=device).manual_seed(options.seed)
+        return run_sampler(config.sample, denoiser, process, options.batch, generator=generator, device=device,
+                           callback=callback)  # fmt: skip
+
+    info = {"process": config.process.kind.value, "sampler": sampler_label(config.sample),
+            "steps": config.sample.steps, "parameters": num_parameters(net)}  # fmt: skip
+    dim = channels * config.data.resolution**2
+    return Contestant(method.key, method.name, sample, net, dim, info)
+
+
+def _peer_contestant(reference: BenchMethod, options: SamplingOptions, notes: list[str]) -> Contestant | None:
+    diffusers = load_diffusers()
+    if diffusers is None:
+        notes.append(MISSING_NOTE)
+        return None
+    config, device = reference.config, torch.device(options.device)
+    channels, model = data_channels(config), config.model
+    torch.manual_seed(options.seed)
+    unet = diffusers_unet(
+        diffusers, channels=channels, resolution=config.data.resolution, base_channels=model.base_channels,
+        channel_mult=tuple(model.channel_mult), num_res_blocks=model.num_res_blocks,
+        attention_levels=attention_levels(model, config.data.resolution), num_heads=model.num_heads,
+        scale_shift=model.scale_shift,
+    ).to(device).eval()  # fmt: skip
+    scheduler = diffusers_scheduler(diffusers, config.process, config.sample)
+    sample = diffusers_ddim_sampler(unet, scheduler, data_shape(config, channels), options.batch,
+                                    config.sample.steps, seed=options.seed, device=device)  # fmt: skip
+    info = {"process": "diffusers DDIMScheduler", "sampler": "ddim eta=0", "steps": config.sample.steps,
+            "parameters": num_parameters(unet), "diffusers": diffusers.__version__}  # fmt: skip
+    dim = channels * config.data.resolution**2
+    return Contestant(PEER_KEY, f"diffusers UNet2DModel + DDIM {diffusers.__version__}", sample, unet, dim, info)
+
+
+def _static_costs(contestant: Contestant, batch: int, device: torch.device) -> dict[str, Any]:
+    """FLOPs, NFE and dimension ratio per image, and peak memory of one batch (untimed runs)."""
+    images, dims = [0], []
+
+    def count(module: nn.Module, args: tuple[Any, ...]) -> None:
+        images[0] += args[0].shape[0]  # each network call evaluates x_t of every image it gets
+
+    def record(state: dict[str, Any]) -> None:
+        dims.append(state["x_t"][0].numel())
+
+    handle = contestant.net.register_forward_pre_hook(count)
+    try:
+        contestant.sample(record)
+    finally:
+        handle.remove()
+    return {
+        "nfe": images[0] / batch,
+        "flops_per_image": count_flops(contestant.sample) / batch,
+        "peak_memory_mb": peak_memory_mb(contestant.sample, device),
+        "dimension_ratio": statistics.fmean(dims) / contestant.data_dim if dims else None,
+    }
+
+
+def _rows(contestants: Sequence[Contestant], times: list[list[float]], batch: int,
+          device: torch.device) -> list[dict[str, Any]]:  # fmt: skip
+    rows = []
+    for contestant, seconds in zip(contestants, times, strict=True):
+        row = {"key": contestant.key, "name": contestant.name, **contestant.info, "batch": batch,
+               "time_per_image_s": statistics.median(seconds) / batch, "times_s": seconds}  # fmt: skip
+        rows.append(row | _static_costs(contestant, batch, device))
+    ref = next(i for i, c in enumerate(contestants) if c.key == REFERENCE_KEY)
+    for row, seconds in zip(rows, times, strict=True):
+        row["ratio_to_ddim"] = median_ratio(seconds, times[ref])
+        row["flops_ratio_to_ddim"] = row["flops_per_image"] / rows[ref]["flops_per_image"]
+    return rows
+
+
+def _check_peer_size(rows: list[dict[str, Any]], notes: list[str]) -> None:
+    ours = next(r for r in rows if r["key"] == REFERENCE_KEY)["parameters"]
+    for row in rows:
+        if row["key"] == PEER_KEY:
+            row["parameter_gap"] = row["parameters"] / ours - 1
+            if abs(row["parameter_gap"]) > PARAMETER_TOLERANCE:
+                notes.append(f"warning: diffusers has {row['parameters']:,} parameters against our {ours:,} "
+                             f"({100 * row['parameter_gap']:+.1f} %): the widths do not match")  # fmt: skip
+
+
+def sampling_bench(methods: Sequence[BenchMethod], options: SamplingOptions = SamplingOptions()) -> dict[str, Any]:
+    """Measure every method (and the peer) in one interleaved run; a JSON-able result."""
+    environment = environment_record(seeds={"weights_and_noise": options.seed})
+    device, notes = torch.device(options.device), []
+    contestants = [_method_contestant(m, options) for m in methods]
+    peer = _peer_contestant(reference_method(methods), options, notes) if options.peer else None
+    contestants += [peer] if peer is not None else []
+    times = interleaved_times([c.sample for c in contestants], options.repeats, options.warmup, device)
+    rows = _rows(contestants, times, options.batch, device)
+    _check_peer_size(rows, notes)
+    missing = unregistered_kinds()
+    if missing:
+        notes.append(f"process kinds without a benchmark entry: {', '.join(k.value for k in missing)}")
+    return {
+        "benchmark": "sampling",
+        "settings": asdict(options) | {"steps": methods[0].config.sample.steps, "reference": REFERENCE_KEY},
+        "model": config_to_dict(methods[0].config)["model"],
+        "data": config_to_dict(methods[0].config)["data"],
+        "rows": rows,
+        "notes": notes,
+        "environment": environment,
+        "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }

@@ -1,0 +1,193 @@
+"""The benchmark harness: registry, sampling and training costs (FLOP counting checked against
+one network forward), the diffusers peer, result files, the CLI, and a tiny quality run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dimdiff.bench.cli import add_bench_parser, run_bench
+from dimdiff.bench.peer import MISSING_NOTE
+from dimdiff.bench.registry import (
+    REFERENCE_KEY,
+    available_methods,
+    reference_method,
+    select_methods,
+    training_groups,
+    unregistered_kinds,
+)
+from dimdiff.bench.sampling import PEER_KEY, SamplingOptions, sampling_bench
+from dimdiff.bench.timing import count_flops, peak_memory_mb
+from dimdiff.bench.training import TrainingOptions, training_bench
+from dimdiff.build import build_net
+from dimdiff.config import ConfigError, ProcessKind, SamplerKind, config_from_dict
+
+TINY = {
+    "model": {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [4]},
+    "data": {"name": "digits", "resolution": 8, "channels": 1},
+    "sample": {"steps": 3},
+}
+TINY_OVERRIDES = ["model.base_channels=8", "model.channel_mult=[1,2]", "model.num_res_blocks=1",
+                  "model.attention_resolutions=[4]", "data.resolution=8", "data.channels=1"]  # fmt: skip
+SAMPLING_KEYS = ("time_per_image_s", "flops_per_image", "nfe", "peak_memory_mb", "ratio_to_ddim")
+
+
+@pytest.fixture(scope="module")
+def tiny_methods() -> list:
+    return available_methods(config_from_dict(TINY))
+
+
+def _forward_flops(config, batch: int) -> float:
+    """FLOPs of one forward of the configured net on a batch, per image."""
+    torch.manual_seed(0)
+    net = build_net(config.model, 1, config.data.resolution).eval()
+    x, t = torch.randn(batch, 1, config.data.resolution, config.data.resolution), torch.rand(batch)
+    with torch.inference_mode():
+        return count_flops(lambda: net(x, t)) / batch
+
+
+# ----------------------------------------------------------------------------- registry
+def test_registry_reference_first_and_every_process_registered(tiny_methods: list) -> None:
+    assert unregistered_kinds() == [], "add the new ProcessKind to bench.registry.METHOD_BUILDERS"
+    assert tiny_methods[0].key == REFERENCE_KEY == reference_method(tiny_methods).key
+    ref = tiny_methods[0].config
+    assert ref.process.kind is ProcessKind.GAUSSIAN and ref.sample.sampler is SamplerKind.DDIM
+    assert ref.sample.eta == 0.0
+    assert len({m.key for m in tiny_methods}) == len(tiny_methods)
+    assert all(m.config.model == ref.model for m in tiny_methods)  # one shared U-Net
+
+
+def test_select_methods_keeps_reference_and_names_valid_keys(tiny_methods: list) -> None:
+    assert [m.key for m in select_methods(tiny_methods, ["ddpm"])] == ["ddim", "ddpm"]
+    with pytest.raises(ConfigError, match="ddim"):
+        select_methods(tiny_methods, ["nope"])
+
+
+def test_methods_that_differ_only_in_sampler_train_together(tiny_methods: list) -> None:
+    assert [[m.key for m in g] for g in training_groups(tiny_methods)] == [["ddim", "ddpm"]]
+
+
+# ----------------------------------------------------------------------------- timing helpers
+def test_peak_memory_on_cpu_matches_a_known_allocation() -> None:
+    def allocate_twice() -> None:
+        a = torch.ones(4 * 2**20)  # 16 MiB
+        del a
+        b = torch.ones(4 * 2**20) + 1  # 16 MiB, then 16 MiB more for the sum
+        del b
+
+    assert peak_memory_mb(allocate_twice, torch.device("cpu")) == pytest.approx(32.0, abs=0.5)
+
+
+def test_count_flops_includes_cpu_attention() -> None:
+    q = torch.randn(2, 4, 64, 16)  # (b, heads, tokens, head dim)
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, q, q)) == 4 * 2 * 4 * 64 * 64 * 16
+
+
+# ----------------------------------------------------------------------------- sampling
+def test_sampling_bench_tiny(tiny_methods: list) -> None:
+    result = sampling_bench(tiny_methods, SamplingOptions(batch=2, repeats=2, warmup=0, peer=False))
+    rows = {r["key"]: r for r in result["rows"]}
+    assert set(rows) == {"ddim", "ddpm"}
+    for row in rows.values():
+        assert all(row[k] is not None for k in SAMPLING_KEYS), row
+        assert row["time_per_image_s"] > 0 and row["peak_memory_mb"] > 0
+        assert row["nfe"] == 3 and row["dimension_ratio"] == 1.0
+        # N network evaluations per image, nothing else counted
+        assert row["flops_per_image"] == 3 * _forward_flops(tiny_methods[0].config, 2)
+    assert rows[REFERENCE_KEY]["ratio_to_ddim"] == 1.0 and rows[REFERENCE_KEY]["flops_ratio_to_ddim"] == 1.0
+    assert "machine" in result["environment"] and result["environment"]["seeds"]
+
+
+def test_sampling_peer_matches_widths(tiny_methods: list) -> None:
+    pytest.importorskip("diffusers")
+    result = sampling_bench(tiny_methods[:1], SamplingOptions(batch=2, repeats=1, warmup=0))
+    peer = next(r for r in result["rows"] if r["key"] == PEER_KEY)
+    assert abs(peer["parameter_gap"]) < 0.05 and peer["nfe"] == 3
+    assert peer["flops_per_image"] == pytest.approx(result["rows"][0]["flops_per_image"], rel=0.05)
+    assert not result["notes"]
+
+
+def test_sampling_peer_skipped_with_note_without_diffusers(tiny_methods: list, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # makes `import diffusers` raise ImportError
+    result = sampling_bench(tiny_methods[:1], SamplingOptions(batch=2, repeats=1, warmup=0))
+    assert [r["key"] for r in result["rows"]] == [REFERENCE_KEY]
+    assert MISSING_NOTE in result["notes"]
+
+
+# ----------------------------------------------------------------------------- training
+def test_training_bench_tiny(tiny_methods: list) -> None:
+    result = training_bench(tiny_methods, TrainingOptions(batch=2, repeats=2, warmup=1, flop_batches=2))
+    (row,) = result["rows"]
+    assert row["examples_per_s"] > 0 and row["flops_per_example"] > 0 and row["peak_memory_mb"] > 0
+    assert row["forward_flops_per_example"] == _forward_flops(tiny_methods[0].config, 2)
+    assert 2.0 <= row["training_over_forward_flops"] <= 4.0
+    assert row["time_ratio_to_ddim"] == 1.0 and row["dimension_ratio"] == 1.0
+
+
+# ----------------------------------------------------------------------------- command line
+def _run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dimdiff")
+    add_bench_parser(parser.add_subparsers(dest="command", required=True))
+    return run_bench(parser.parse_args(["bench", *argv]))
+
+
+def test_cli_sampling_and_training_write_results(tmp_path: Path, capsys) -> None:
+    common = ["--seed", "1", "--out", str(tmp_path), *TINY_OVERRIDES]
+    assert _run_cli(["sampling", "--steps", "2", "--batch", "2", "--repeats", "1", "--no-peer", *common]) == 0
+    assert _run_cli(["training", "--batch", "2", "--repeats", "1", "--flop-batches", "1", *common]) == 0
+    printed = capsys.readouterr().out
+    assert "| DDIM (full res.) |" in printed and "wrote" in printed
+    for name in ("sampling", "training"):
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        env = result["environment"]
+        assert {"machine", "versions", "git_commit", "seeds", "command"} <= set(env)
+        assert 1 in env["seeds"].values()
+        assert (tmp_path / f"{name}.md").read_text().startswith(name.capitalize())
+    assert json.loads((tmp_path / "sampling.json").read_text())["rows"][0]["nfe"] == 2
+
+
+def test_cli_rejects_unknown_method(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--methods"):
+        _run_cli(["sampling", "--methods", "dvdp", "--out", str(tmp_path), *TINY_OVERRIDES])
+
+
+def test_quality_bench_tiny_writes_json_and_plot(tmp_path: Path) -> None:
+    argv = ["quality", "--train-steps", "20", "--train-batch", "16", "--samples", "32", "--sample-batch", "16",
+            "--steps", "2,4", "--metrics", "fd-digits,swd", "--out", str(tmp_path / "out"),
+            "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), *TINY_OVERRIDES]  # fmt: skip
+    assert _run_cli(argv) == 0
+    result = json.loads((tmp_path / "out" / "quality.json").read_text())
+    assert (tmp_path / "out" / "quality.png").stat().st_size > 0
+    assert [(r["key"], r["steps"]) for r in result["rows"]] == [("ddim", 2), ("ddim", 4), ("ddpm", 2), ("ddpm", 4)]
+    for row in result["rows"]:
+        assert row["samples"] == 32 and row["time_per_image_s"] > 0
+        assert {"fd-digits", "swd_mean"} <= set(row["scores"])
+    assert len(result["training"]) == 1 and result["training"][0]["steps"] == 20  # one model for both samplers
+    assert "git_commit" in result["environment"]
+
+
+def test_standalone_main_takes_overrides_after_options_and_reports_errors(tmp_path: Path, capsys) -> None:
+    from dimdiff.bench.cli import main
+
+    argv = ["training", "--batch", "2", *TINY_OVERRIDES[:3], "--repeats", "1", "--flop-batches", "1",
+            *TINY_OVERRIDES[3:], "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0 and (tmp_path / "training.json").is_file()
+    assert main(["sampling", "--methods", "nope", "--out", str(tmp_path), *TINY_OVERRIDES]) == 2
+    assert "--methods" in capsys.readouterr().err
+
+
+def test_dimdiff_cli_bench_once_wired(tmp_path: Path) -> None:
+    import dimdiff.cli
+
+    subcommands = next(a for a in dimdiff.cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    if "bench" not in subcommands.choices:
+        pytest.skip("`dimdiff bench` is not wired into dimdiff.cli yet")
+    argv = ["bench", "sampling", "--steps", "2", "--batch", "2", "--repeats", "1", "--no-peer", "--out", str(tmp_path)]
+    assert dimdiff.cli.main([*argv, *TINY_OVERRIDES]) == 0
+    assert (tmp_path / "sampling.json").is_file()
