@@ -1,0 +1,138 @@
+"""Orthonormal 2x2 pooling and the DVDP orthogonal decomposition (DVDP.md sections 1, 2, 9).
+
+For images x of shape (B, C, H, W) and s = 2^k:
+
+    D_k x  = pool(x, k)       each output pixel = (sum of its s x s block) / s   (= s x average pool)
+    U_k z  = unpool(z, k)     = D_k^T z: copy each value into its s x s block, divide by s
+    P_k x  = project(x, k)    = U_k D_k x, the orthogonal projector onto block-constant images; P_0 = I
+    P_k^perp x                = project_complement(x, k) = (I - P_k) x
+
+Properties: D_k U_k = I; P_k is symmetric and idempotent; nested, P_{k+1} P_k = P_k P_{k+1} = P_{k+1};
+white noise stays white under D_k (plain average pooling shrinks its variance by 4^k), so
+low-resolution data values are 2^k times the average-pooled pixels.
+
+Components, all at the resolution of x (c_0 finest detail, c_K coarse image):
+
+    c_j(x) = (P_j - P_{j+1}) x    for j = 0..K-1,      c_K(x) = P_K x
+
+They are mutually orthogonal and sum to x, so |x|^2 = sum_j |c_j(x)|^2 (Parseval).
+
+Recursive structure: for z = D_k x the decomposition of z is the tail of that of x,
+
+    D_k c_j(x) = c_{j-k}(D_k x)  for j >= k (with K - k levels),   D_k c_j(x) = 0  for j < k,
+
+which is what ``components_low`` relies on once DVDP has dropped the k finest components.
+Everything is pooling and reshapes; no dense matrix is ever built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+__all__ = [
+    "pool",
+    "unpool",
+    "project",
+    "project_complement",
+    "components",
+    "component",
+    "components_low",
+    "OrthonormalPool",
+]
+
+
+def _block(x: Tensor, k: int) -> int:
+    """Validate (B, C, H, W) input and level k; return the block side s = 2^k."""
+    if k < 0:
+        raise ValueError(f"expected a level k >= 0, got {k}")
+    if x.ndim != 4:
+        raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(x.shape)}")
+    return 2**k
+
+
+def _check(x: Tensor, k: int) -> int:
+    """As ``_block``, and H, W must be divisible by s = 2^k."""
+    s = _block(x, k)
+    if x.shape[-2] % s or x.shape[-1] % s:
+        raise ValueError(f"expected H and W divisible by 2^{k} = {s}, got H x W = {x.shape[-2]} x {x.shape[-1]}")
+    return s
+
+
+def pool(x: Tensor, k: int = 1) -> Tensor:
+    """D_k: (B, C, H, W) -> (B, C, H/2^k, W/2^k), block sums divided by 2^k."""
+    s = _check(x, k)
+    b, c, h, w = x.shape
+    blocks = x.reshape(b, c, h // s, s, w // s, s)  # (B, C, H/s, s, W/s, s)
+    return blocks.sum(dim=(3, 5)) / s  # (B, C, H/s, W/s)
+
+
+def unpool(z: Tensor, k: int = 1) -> Tensor:
+    """U_k = D_k^T: (B, C, h, w) -> (B, C, 2^k h, 2^k w), each value copied into its block and divided by 2^k."""
+    s = _block(z, k)
+    b, c, h, w = z.shape
+    scaled = (z / s)[:, :, :, None, :, None]  # (B, C, h, 1, w, 1)
+    return scaled.expand(b, c, h, s, w, s).reshape(b, c, h * s, w * s)  # (B, C, s h, s w)
+
+
+def project(x: Tensor, k: int) -> Tensor:
+    """P_k = U_k D_k (average-pool then nearest-upsample over 2^k x 2^k blocks), same shape as x."""
+    return unpool(pool(x, k), k)  # (B, C, H, W)
+
+
+def project_complement(x: Tensor, k: int) -> Tensor:
+    """(I - P_k) x, the within-block detail, same shape as x."""
+    return x - project(x, k)  # (B, C, H, W)
+
+
+def _detail(z_j: Tensor, j: int) -> Tensor:
+    """c_j at full resolution from z_j = D_j x: U_j (I - P_1) z_j."""
+    return unpool(project_complement(z_j, 1), j)  # (B, C, 2^j h, 2^j w)
+
+
+def components(x: Tensor, K: int) -> list[Tensor]:
+    """[c_0(x), ..., c_K(x)], each (B, C, H, W); one pass of successive pooling z_{j+1} = D_1 z_j."""
+    _check(x, K)
+    out = []
+    z_j = x  # (B, C, H, W), z_0 = D_0 x
+    for j in range(K):
+        out.append(_detail(z_j, j))  # (B, C, H, W)
+        z_j = pool(z_j, 1)  # (B, C, H/2^(j+1), W/2^(j+1))
+    out.append(unpool(z_j, K))  # (B, C, H, W), c_K = P_K x
+    return out
+
+
+def component(x: Tensor, j: int, K: int) -> Tensor:
+    """c_j(x) of the K-level decomposition, (B, C, H, W)."""
+    _check(x, K)
+    if not 0 <= j <= K:
+        raise ValueError(f"expected component index j in [0, {K}], got {j}")
+    if j == K:
+        return project(x, K)  # (B, C, H, W)
+    return _detail(pool(x, j), j)  # (B, C, H, W)
+
+
+def components_low(z: Tensor, K_low: int) -> list[Tensor]:
+    """Components of a low-resolution state z = D_k x with K_low = K - k levels, each at z's resolution.
+
+    By the recursive structure, ``components_low(pool(x, k), K - k)[i] == pool(components(x, K)[i + k], k)``:
+    the surviving components of x, expressed in reduced (orthonormal) coordinates.
+    """
+    return components(z, K_low)
+
+
+@dataclass(frozen=True)
+class OrthonormalPool:
+    """D_k as a linear operator: ``apply`` = D_k, ``adjoint`` = U_k = D_k^T, ``project`` = P_k."""
+
+    k: int = 1  # number of 2x2 levels; block side 2^k
+
+    def apply(self, x: Tensor) -> Tensor:
+        return pool(x, self.k)  # (B, C, H/2^k, W/2^k)
+
+    def adjoint(self, z: Tensor) -> Tensor:
+        return unpool(z, self.k)  # (B, C, 2^k h, 2^k w)
+
+    def project(self, x: Tensor) -> Tensor:
+        return project(x, self.k)  # (B, C, H, W)
