@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dimdiff.cli import main
@@ -81,3 +82,13 @@ def test_folder_training_with_a_corrupt_file(tmp_path, capsys):
     assert main([*base, f"train.out_dir={tmp_path / 'b'}", "data.skip_bad_files=true", "train.batch_size=4"]) == 0
     metrics = (tmp_path / "b" / "metrics.jsonl").read_text()
     assert '"skipped_files": 1' in metrics and "broken.png" in metrics
+
+
+def test_different_seeds_share_no_images(trained):
+    from dimdiff.generate import generate, load_model
+
+    model = load_model(trained)
+    a = generate(model, 8, seed=0, batch_size=4)
+    b = generate(model, 4, seed=1, batch_size=4)
+    assert not any(torch.allclose(b[i], a[j]) for i in range(4) for j in range(8))
+    torch.testing.assert_close(generate(model, 4, seed=0, batch_size=4), a[:4])  # prefix-stable

@@ -86,3 +86,19 @@ def test_ddpm_cifar10_config_builds_the_reference_model(capsys):
 
     with torch.device("meta"):
         assert num_parameters(UNet(**UNET_PRESETS["ddpm-cifar10"])) == 35_746_307
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.loss_weighting=min_snr", "train.min_snr_gamma=0"], "train.min_snr_gamma: expected a value > 0"),
+        (["train.complexity_lambda=-0.1"], "train.complexity_lambda: expected a value >= 0"),
+        (["process.num_steps=20", "sample.steps=50"], "sample.steps: expected at most process.num_steps = 20"),
+        (["sample.min_step=0.1", "sample.max_step=0.05"], "sample.min_step: expected a value in (0, sample.max_step"),
+        (["sample.eta=1.5"], "sample.eta: expected a value in [0, 1]"),
+    ],
+)
+def test_settings_that_would_fail_late_are_refused_up_front(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(apply_overrides({}, overrides))
+    assert message in str(info.value)

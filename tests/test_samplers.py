@@ -126,3 +126,9 @@ def test_timestep_grids(spacing):
     assert torch.equal(timesteps(1000, 1000, spacing)[:-1], torch.arange(1000, 0, -1, dtype=torch.float64) / 1000)
     with pytest.raises(ValueError, match="step count"):
         timesteps(1001, 1000, spacing)
+
+
+def test_one_step_grids_start_from_pure_noise():
+    for spacing in Spacing:
+        if spacing is not Spacing.LEADING:  # leading never reaches t = 1 by construction (DDIM's original)
+            assert timesteps(1, 1000, spacing).tolist() == [1.0, 0.0]

@@ -68,7 +68,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         return (loss * float("nan"), parts) if calls["n"] == 5 else (loss, parts)
 
     monkeypatch.setattr(loop, "diffusion_loss", poisoned)
-    with pytest.raises(TrainingError, match=r"not finite\) at step 5; .*step_00000003"):
+    with pytest.raises(TrainingError, match=r"loss is nan, not finite, at step 5; .*step_00000003"):
         train(tiny(tmp_path, steps=10), progress=False)
     found = ckpt.list_checkpoints(tmp_path / "run")
     assert [p.name for p in found] == ["step_00000003"]
@@ -117,3 +117,42 @@ def test_fp16_needs_cuda(tmp_path):
         pytest.skip("CUDA present")
     with pytest.raises(TrainingError, match="fp16 needs a CUDA device"):
         train(tiny(tmp_path, steps=1, precision="fp16", device="cpu"), progress=False)
+
+
+def test_a_fresh_run_never_overwrites_an_existing_one(tmp_path):
+    train(tiny(tmp_path, steps=6), progress=False)
+    before = sorted(p.name for p in ckpt.list_checkpoints(tmp_path / "run"))
+    with pytest.raises(ckpt.CheckpointError, match="already holds checkpoints up to step_00000006: pass --resume auto"):
+        train(tiny(tmp_path, steps=3, lr=1e-3), progress=False)
+    with pytest.raises(ckpt.CheckpointError, match="holds later checkpoints"):
+        train(tiny(tmp_path, steps=9), resume=str(tmp_path / "run" / "checkpoints" / "step_00000003"), progress=False)
+    assert sorted(p.name for p in ckpt.list_checkpoints(tmp_path / "run")) == before
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 6
+
+
+def test_resume_refuses_another_batch_layout(tmp_path):
+    train(tiny(tmp_path, steps=3), progress=False)
+    with pytest.raises(ckpt.CheckpointError, match="micro_batch: checkpoint 16, config 8"):
+        train(tiny(tmp_path, steps=6, batch_size=8), resume="auto", progress=False)
+
+
+def test_resume_is_exact_on_a_folder_dataset_with_dropout(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+
+    def config(name, steps):
+        raw = {k: dict(v) for k, v in TINY.items()}
+        raw["data"] = {"name": "folder", "path": str(folder), "resolution": 8, "channels": 1}
+        raw["train"].update(out_dir=str(tmp_path / name), steps=steps, checkpoint_every=3, batch_size=8)
+        return config_from_dict(raw)
+
+    whole = train(config("a", 8), progress=False)
+    train(config("b", 3), progress=False)
+    resumed = train(config("b", 8), resume="auto", progress=False)
+    assert resumed.losses == whole.losses[3:]

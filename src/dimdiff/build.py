@@ -84,6 +84,8 @@ def run_sampler(
             denoiser, process, x_T, bounds, base_step=config.base_step, min_step=config.min_step,
             max_step=config.max_step, eta=config.eta, generator=generator, callback=callback,
         )  # fmt: skip
+    if config.steps > process.num_steps:
+        raise ConfigError(f"sample.steps: expected at most process.num_steps = {process.num_steps}, got {config.steps}")
     ts = timesteps(config.steps, process.num_steps, config.spacing)
     if config.sampler is SamplerKind.DDPM:
         return ddpm_sample(denoiser, process, x_T, ts, generator=generator, callback=callback)

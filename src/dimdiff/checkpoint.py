@@ -124,9 +124,13 @@ def save_checkpoint(
         torch.save(state, tmp / "state.pt")
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         final = folder / checkpoint_name(step)
-        if final.exists():
-            shutil.rmtree(final)
+        old = None
+        if final.exists():  # replace without a moment where no complete step folder exists
+            old = Path(tempfile.mkdtemp(prefix=".old-", dir=folder))
+            final.rename(old / final.name)
         tmp.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -145,6 +145,8 @@ class TrainConfig:
         _check(self.lr > 0, "train.lr", "a value > 0", self.lr)
         _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "a value in [0, 1)", self.ema_decay)
         _check(self.threads >= 0, "train.threads", "an integer >= 0", self.threads)
+        _check(self.min_snr_gamma > 0, "train.min_snr_gamma", "a value > 0", self.min_snr_gamma)
+        _check(self.complexity_lambda >= 0, "train.complexity_lambda", "a value >= 0", self.complexity_lambda)
         _check(self.batch_size % self.grad_accum == 0, "train.batch_size",
                f"a multiple of train.grad_accum = {self.grad_accum}", self.batch_size)  # fmt: skip
 
@@ -163,7 +165,10 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "sample.steps", "an integer >= 1", self.steps)
-        _check(self.eta >= 0, "sample.eta", "a value >= 0", self.eta)
+        _check(0 <= self.eta <= 1, "sample.eta", "a value in [0, 1] (1 is the DDPM posterior)", self.eta)
+        _check(0 < self.min_step <= self.max_step, "sample.min_step",
+               f"a value in (0, sample.max_step = {self.max_step}]", self.min_step)  # fmt: skip
+        _check(self.base_step > 0, "sample.base_step", "a value > 0", self.base_step)
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,10 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.sample.steps <= self.process.num_steps, "sample.steps",
+               f"at most process.num_steps = {self.process.num_steps}", self.sample.steps)  # fmt: skip
 
 
 SECTIONS: dict[str, type] = {

@@ -97,23 +97,35 @@ def _path_tag(path: str | Path) -> str:
 
 def load_reference(spec: str, *, resolution: int, channels: int, split: Split = Split.TRAIN,
                    n: int | None = None) -> Reference:  # fmt: skip
-    """``spec``: "digits", "patches", an image folder, or a .npz file."""
+    """``spec``: "digits", "patches", an image folder, a .npz file, or CIFAR-10 python batches.
+    Reference images are rounded to 8 bits like the samples they are compared with."""
     if spec in (DatasetName.DIGITS.value, DatasetName.PATCHES.value):
         dataset = load_dataset(DatasetName(spec), resolution=resolution, channels=channels, split=split)
         name = f"{spec}-{Split(split).value}"
     else:
         path = Path(spec)
         if not path.exists():
-            raise DataError(f"reference {spec!r}: expected 'digits', 'patches', an image folder or a .npz file; "
-                            f"{path} does not exist")  # fmt: skip
-        kind = DatasetName.NPZ if path.suffix == ".npz" else DatasetName.FOLDER
-        dataset = load_dataset(kind, path=path, resolution=resolution, channels=channels, split=Split.ALL)
-        name = _path_tag(path)
+            raise DataError(f"reference {spec!r}: expected 'digits', 'patches', an image folder, a .npz file or "
+                            f"CIFAR-10 python batches; {path} does not exist")  # fmt: skip
+        kind = _reference_kind(path)
+        dataset = load_dataset(kind, path=path, resolution=resolution, channels=channels,
+                               split=split if kind is DatasetName.CIFAR10 else Split.ALL)  # fmt: skip
+        name = f"{_path_tag(path)}-{Split(split).value}" if kind is DatasetName.CIFAR10 else _path_tag(path)
     images = getattr(dataset, "tensor", None)
-    images = dataset.to_tensor() if images is None else images
+    images = _quantise(dataset.to_tensor() if images is None else images)
     if n is not None:
         images = images[:n]
-    return Reference(images, f"{name}-{resolution}px-{channels}ch-n{len(images)}")
+    content = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:10]  # a changed folder is a new key
+    return Reference(images, f"{name}-{resolution}px-{channels}ch-n{len(images)}-{content}")
+
+
+def _reference_kind(path: Path) -> DatasetName:
+    """npz file, CIFAR-10 python batches (the tar.gz or its folder), or an image folder."""
+    if path.suffix == ".npz":
+        return DatasetName.NPZ
+    if path.name.endswith(".tar.gz") or (path / "data_batch_1").is_file() or (path / "cifar-10-batches-py").is_dir():
+        return DatasetName.CIFAR10
+    return DatasetName.FOLDER
 
 
 def load_samples(path: str | Path, *, channels: int | None = None) -> Tensor:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -17,7 +18,7 @@ from dimdiff.config import SampleConfig
 from dimdiff.images import save_grid, save_images, save_npz
 from dimdiff.nets.denoiser import Denoiser
 
-__all__ = ["LoadedModel", "load_model", "generate", "write_samples"]
+__all__ = ["LoadedModel", "batch_seed", "load_model", "generate", "write_samples"]
 
 
 @dataclass
@@ -51,15 +52,21 @@ def load_model(
 @torch.no_grad()
 def generate(model: LoadedModel, n: int, sample: SampleConfig | None = None, *, seed: int = 0,
              batch_size: int = 64, progress: bool = False) -> torch.Tensor:  # fmt: skip
-    """n images in [-1, 1], (n, C, H, W). Batch i is seeded with seed + i, so the images do not
-    depend on how many are asked for in total (only on the batch size)."""
+    """n images in [-1, 1], (n, C, H, W). Batch i draws from its own stream, derived from
+    (seed, i) by numpy's SeedSequence, so the images do not depend on how many are asked for in
+    total (only on the batch size) and runs with different seeds share no stream."""
     sample = sample or model.info.config.sample
     out = []
     for i, start in enumerate(tqdm(range(0, n, batch_size), disable=not progress, desc="sample")):
-        g = torch.Generator(device=model.device).manual_seed(seed + i)
+        g = torch.Generator(device=model.device).manual_seed(batch_seed(seed, i))
         count = min(batch_size, n - start)
         out.append(run_sampler(sample, model.denoiser, model.process, count, generator=g, device=model.device).cpu())
     return torch.cat(out)
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for batch ``index`` of a run seeded ``seed`` (distinct streams for distinct pairs)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def sample_config_with(base: SampleConfig, **changes: Any) -> SampleConfig:

@@ -22,7 +22,7 @@ class Denoiser(nn.Module):
         net: nn.Module,  # (x_t, t) -> prediction, same shape as x_t
         process: Any,  # a dimdiff.process.base.DiffusionProcess
         parameterization: Parameterization,  # what the network predicts
-        clip_x0: bool = True,  # clamp the x0 estimate to the data range [-1, 1]
+        clip_x0: bool = True,  # clamp the x0 estimate to the data range (process.x0_bound)
         channels_last: bool = False,  # run the network in channels-last memory format
     ) -> None:
         super().__init__()
@@ -40,4 +40,12 @@ class Denoiser(nn.Module):
     def forward(self, x_t: Tensor, t: Tensor, **net_kwargs: Any) -> Tensor:
         out = self.prediction(x_t, t, **net_kwargs)  # (B, C, H, W)
         x0 = self.process.x0_from_prediction(x_t, out, t, self.parameterization)
-        return x0.clamp(-1.0, 1.0) if self.clip_x0 else x0
+        if not self.clip_x0:
+            return x0
+        times = t.reshape(-1).tolist()
+        if len(set(times)) == 1:  # samplers: one time per batch
+            bound = self.process.x0_bound(times[0])
+            return x0.clamp(-bound, bound)
+        bounds = torch.tensor([self.process.x0_bound(v) for v in times], device=x0.device, dtype=x0.dtype)
+        bounds = bounds.reshape(-1, *([1] * (x0.ndim - 1)))  # (B, 1, 1, 1)
+        return torch.maximum(torch.minimum(x0, bounds), -bounds)

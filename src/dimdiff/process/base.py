@@ -75,6 +75,10 @@ class DiffusionProcess(Protocol):
         """Log signal-to-noise ratio of the (coarsest kept) signal at t, float64."""
         ...
 
+    def x0_bound(self, t: float) -> float:
+        """Largest |x0| in the state's coordinates at t for data in [-1, 1] (for clipping)."""
+        ...
+
 
 def broadcast_time(t: TimeLike, like: Tensor) -> Tensor:
     """t as a float64 tensor for a batch ``like`` of shape (B, ...): shape () for one time

@@ -21,7 +21,7 @@ from dimdiff.process.base import TimeLike, broadcast_time
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.schedules import LinearBetaSchedule, Schedule
 
-__all__ = ["GaussianProcess"]
+__all__ = ["GaussianProcess", "ddim_combine", "step_coefficients"]
 
 
 def _expand(c: Tensor, x: Tensor) -> Tensor:
@@ -94,18 +94,17 @@ class GaussianProcess:
 
     # ------------------------------------------------------------------ reverse process
     def _step_coefficients(self, t: TimeLike, s: TimeLike, like: Tensor) -> dict[str, Tensor]:
-        """float64 coefficients of the s <- t step, shape (B,)."""
+        """float64 coefficients of the s <- t step, shape () or (B,)."""
         tt, ss = broadcast_time(t, like), broadcast_time(s, like)
         if bool((ss >= tt).any()):
             raise ValueError(f"reverse_step expects s < t, got t={tt.max().item()}, s={ss.min().item()}")
         alpha_t, sigma_t = self.schedule.alpha_sigma(tt)
         alpha_s, sigma_s = self.schedule.alpha_sigma(ss)
-        r = alpha_t / alpha_s
-        v = (sigma_t**2 - r**2 * sigma_s**2).clamp_min(0.0)
-        return {
-            "alpha_t": alpha_t, "sigma_t": sigma_t, "alpha_s": alpha_s, "sigma_s": sigma_s,
-            "r": r, "v": v, "var": v * sigma_s**2 / sigma_t**2,
-        }  # fmt: skip
+        return step_coefficients(alpha_t, sigma_t, alpha_s, sigma_s)
+
+    def x0_bound(self, t: float) -> float:
+        """Largest |x0| of data in [-1, 1] (what a denoiser may clip its estimate to)."""
+        return 1.0
 
     def posterior(self, x_t: Tensor, x0: Tensor, t: TimeLike, s: TimeLike) -> tuple[Tensor, Tensor]:
         """Mean and (isotropic, per-sample) variance of q(x_s | x_t, x0)."""
@@ -127,12 +126,38 @@ class GaussianProcess:
         noise: Tensor | None = None,
     ) -> Tensor:
         c = self._step_coefficients(t, s, x_t)
-        eps_hat = (x_t - _expand(c["alpha_t"], x_t) * x0_hat) / _expand(c["sigma_t"], x_t)  # (B, C, H, W)
-        c2 = eta**2 * c["var"]
-        direction = torch.sqrt((c["sigma_s"] ** 2 - c2).clamp_min(0.0))
-        x_s = _expand(c["alpha_s"], x_t) * x0_hat + _expand(direction, x_t) * eps_hat
-        if eta > 0 and bool((c2 > 0).any()):
-            if noise is None:
-                noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-            x_s = x_s + _expand(torch.sqrt(c2), x_t) * noise
-        return x_s
+        return ddim_combine(x_t, x0_hat, c, eta=eta, generator=generator, noise=noise)
+
+
+def step_coefficients(alpha_t: Tensor, sigma_t: Tensor, alpha_s: Tensor, sigma_s: Tensor) -> dict[str, Tensor]:
+    """Coefficients of a reverse step s <- t for a signal of gain alpha (float64):
+    r = alpha_t / alpha_s (0 where alpha_s = 0), v = sigma_t^2 - r^2 sigma_s^2,
+    var = v sigma_s^2 / sigma_t^2 (the posterior variance)."""
+    r = torch.where(alpha_s > 0, alpha_t / torch.where(alpha_s > 0, alpha_s, 1.0), 0.0)
+    v = (sigma_t**2 - r**2 * sigma_s**2).clamp_min(0.0)
+    return {
+        "alpha_t": alpha_t, "sigma_t": sigma_t, "alpha_s": alpha_s, "sigma_s": sigma_s,
+        "r": r, "v": v, "var": v * sigma_s**2 / sigma_t**2,
+    }  # fmt: skip
+
+
+def ddim_combine(
+    x_t: Tensor,
+    x0_hat: Tensor,
+    c: dict[str, Tensor],
+    *,
+    eta: float,
+    generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
+) -> Tensor:
+    """x_s = alpha_s x0_hat + sqrt(sigma_s^2 - eta^2 var) eps_hat + eta sqrt(var) z, with
+    eps_hat = (x_t - alpha_t x0_hat) / sigma_t. eta = 1 is the posterior q(x_s | x_t, x0_hat)."""
+    eps_hat = (x_t - _expand(c["alpha_t"], x_t) * x0_hat) / _expand(c["sigma_t"], x_t)  # (B, C, H, W)
+    c2 = eta**2 * c["var"]
+    direction = torch.sqrt((c["sigma_s"] ** 2 - c2).clamp_min(0.0))
+    x_s = _expand(c["alpha_s"], x_t) * x0_hat + _expand(direction, x_t) * eps_hat
+    if eta > 0 and bool((c2 > 0).any()):
+        if noise is None:
+            noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+        x_s = x_s + _expand(torch.sqrt(c2), x_t) * noise
+    return x_s

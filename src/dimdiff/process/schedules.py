@@ -94,7 +94,7 @@ class LinearBetaSchedule(Schedule):
         x = t.clamp(0.0, 1.0) * self.num_steps
         i = torch.clamp(torch.floor(x), max=self.num_steps - 1).long()
         frac = x - i
-        c = self._cumulative  # type: ignore[attr-defined]
+        c = self._cumulative.to(t.device)  # type: ignore[attr-defined]  (t may live on a GPU)
         return c[i] + frac * (c[i + 1] - c[i])
 
 

@@ -29,7 +29,7 @@ def timesteps(n: int, num_steps: int = 1000, spacing: Spacing = Spacing.TRAILING
     if not 1 <= n <= num_steps:
         raise ValueError(f"expected a step count in 1..{num_steps}, got {n}")
     if spacing is Spacing.LINSPACE:
-        k = torch.linspace(0, num_steps - 1, n, dtype=torch.float64).round()
+        k = torch.linspace(num_steps - 1, 0, n, dtype=torch.float64).round()  # n = 1 starts at t = 1
     elif spacing is Spacing.LEADING:
         k = torch.arange(n, dtype=torch.float64) * (num_steps // n)
     elif spacing is Spacing.TRAILING:

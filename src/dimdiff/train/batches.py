@@ -59,7 +59,10 @@ class BatchStream:
                 source = (tensor[idx] for idx in batches)
             else:
                 sampler = [b.tolist() for b in batches]
-                source = iter(DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers))
+                # the loader's own generator keeps its worker seeds off the global RNG (dropout's stream)
+                loader_rng = torch.Generator().manual_seed(self.seed + self.epoch)
+                source = iter(DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                                         generator=loader_rng))
             for batch in source:
                 self.index += 1
                 yield batch

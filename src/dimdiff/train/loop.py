@@ -92,12 +92,26 @@ def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, d
 
 
 def _resume_path(resume: str | None, out_dir: Path) -> Path | None:
+    """The checkpoint to start from; never one that would make this run overwrite or prune
+    checkpoints of a different (or later) run already in ``out_dir``."""
+    found = ckpt.list_checkpoints(out_dir)
     if resume is None:
+        if found:
+            raise ckpt.CheckpointError(
+                f"{out_dir} already holds checkpoints up to {found[-1].name}: pass --resume auto to continue "
+                f"that run, or choose another train.out_dir"
+            )
         return None
     if resume == "auto":
-        found = ckpt.list_checkpoints(out_dir)
         return found[-1] if found else None
-    return ckpt.find_checkpoint(resume)
+    start = ckpt.find_checkpoint(resume)
+    newer = [p for p in found if ckpt.read_checkpoint_info(p).step > ckpt.read_checkpoint_info(start).step]
+    if newer:
+        raise ckpt.CheckpointError(
+            f"cannot resume from {start} into {out_dir}: it holds later checkpoints ({newer[-1].name}) that this "
+            f"run would overwrite; resume from the newest (--resume auto) or choose another train.out_dir"
+        )
+    return start
 
 
 def train(config: Config, *, resume: str | None = None, progress: bool = True, echo: Any = print) -> TrainResult:
@@ -171,6 +185,11 @@ def _restore(run: _Run, start: Path) -> None:
     if len(state["data"]) != run.dist.world_size:
         raise ckpt.CheckpointError(f"cannot resume from {start}: it was made by {len(state['data'])} process(es), "
                                    f"this run has {run.dist.world_size}")  # fmt: skip
+    layout = _batch_layout(run)
+    saved = {key: state.get("layout", {}).get(key, value) for key, value in layout.items()}
+    if saved != layout:
+        diffs = ", ".join(f"{k}: checkpoint {saved[k]}, config {layout[k]}" for k in layout if saved[k] != layout[k])
+        raise ckpt.CheckpointError(f"cannot resume from {start} exactly: the data order was made with {diffs}")
     run.optimizer.load_state_dict(state["optimizer"])
     run.scaler.load_state_dict(state["scaler"])
     run.stream.load_state(state["data"][run.dist.rank])
@@ -183,11 +202,16 @@ def _save(run: _Run, out_dir: Path) -> Path | None:
     """Checkpoint the run (every rank contributes its data position and RNG states; rank 0 writes)."""
     gathered = _gather_states(run.stream, run.generator, run.flip_generator, run.device, run.dist)
     state = {"step": run.step, "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
-             "ema_updates": run.ema.num_updates, **gathered}  # fmt: skip
+             "ema_updates": run.ema.num_updates, "layout": _batch_layout(run), **gathered}  # fmt: skip
     if not run.dist.is_main:
         return None
     return ckpt.save_checkpoint(out_dir, step=run.step, config=run.config, data_shape=run.shape, model=run.net,
                                 ema=run.ema.model, state=state, keep_last=run.config.train.keep_last)  # fmt: skip
+
+
+def _batch_layout(run: _Run) -> dict[str, int]:
+    """What the saved data position means: it counts micro-batches of this size and seed."""
+    return {"micro_batch": run.stream.batch_size, "seed": run.config.train.seed}
 
 
 def _train_step(run: _Run, model: nn.Module, forward: Any, batches: Any) -> tuple[float, dict[str, float], float]:
@@ -217,12 +241,17 @@ def _train_step(run: _Run, model: nn.Module, forward: Any, batches: Any) -> tupl
     if reduce_flag(not math.isfinite(step_loss), run.dist, run.device):
         return step_loss, parts, math.nan
     run.scaler.unscale_(run.optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.net.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
-    run.scaler.step(run.optimizer)
+    max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(run.net.parameters(), max_norm))
+    if not math.isfinite(grad_norm) and not run.scaler.is_enabled():
+        return step_loss, parts, grad_norm
+    scale = run.scaler.get_scale() if run.scaler.is_enabled() else 1.0
+    run.scaler.step(run.optimizer)  # with fp16 scaling, an overflowing step is skipped here
     run.scaler.update()
-    run.ema.update(run.net)
+    if not run.scaler.is_enabled() or run.scaler.get_scale() >= scale:
+        run.ema.update(run.net)
     run.step += 1
-    return step_loss, parts, float(grad_norm)
+    return step_loss, parts, grad_norm
 
 
 def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: str | None,
@@ -248,10 +277,12 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
     bar = tqdm(total=tc.steps, initial=run.step, disable=not (progress and main), desc="train", dynamic_ncols=True)
     t_last, step_last = time.perf_counter(), run.step
     while run.step < tc.steps:
+        step_before = run.step
         loss, parts, grad_norm = _train_step(run, model, forward, batches)
-        if not math.isfinite(loss) or not math.isfinite(grad_norm):
+        if run.step == step_before:  # a non-finite loss, or gradients without fp16 scaling
             where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-            raise TrainingError(f"loss is {loss} (not finite) at step {run.step + 1}; training stopped, {where}")
+            what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm} (loss {loss})"
+            raise TrainingError(f"{what}, not finite, at step {step_before + 1}; training stopped, {where}")
         losses.append(loss)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
