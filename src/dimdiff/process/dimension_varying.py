@@ -1,0 +1,202 @@
+"""The Dimensionality-Varying Diffusion Process (DVDP.md): each orthogonal component of the
+image is attenuated at its own rate while noise is added, and dropped at its turning point.
+
+In stage k (tau_k < t <= tau_{k+1}, see `stages.py`) the state lives in reduced coordinates
+z = D_k x at resolution H / 2^k, with components comp_i(z) = D_k c_{i+k}(x):
+
+    z_t = sum_{j >= k} a_j(t) comp_{j-k}(z0) + sigma_t eps,   z0 = D_k x0,  a_j = alpha_t lambda_j(t)
+
+Reverse step s <- t (per component j, with r_j = a_j(t) / a_j(s), v_j = sigma_t^2 - r_j^2 sigma_s^2):
+    DDIM(eta)  comp_j(z_s) = a_j(s) comp_j(x0_hat) + sqrt(sigma_s^2 - eta^2 var_j) comp_j(eps_hat)
+                             + eta sqrt(var_j) comp_j(noise),  var_j = v_j sigma_s^2 / sigma_t^2
+    eps_hat = (z_t - sum_j a_j(t) comp_j(x0_hat)) / sigma_t; eta = 1 is the exact posterior.
+Upward crossing at tau_k (stage k -> k-1): x = U z + sigma_tau (n - U D n), n ~ N(0, I) at the
+finer resolution: D x = z exactly and the new complement is the pure noise it is in q.
+
+Parameterizations: x0 (the reduced clean image), v per component with the gains normalised to
+a_j^2 + sigma^2 (finite where a_j = 0), and eps with the guard that components whose a_j(t) is
+below ``eps_tolerance`` are predicted as x0 instead (never dividing by a vanishing a_j).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from dimdiff.ops.pool import components, pool, project, unpool
+from dimdiff.process.base import TimeLike, broadcast_time
+from dimdiff.process.gaussian import _expand, ddim_combine, step_coefficients
+from dimdiff.process.parameterization import Parameterization
+from dimdiff.process.schedules import LinearBetaSchedule, Schedule
+from dimdiff.process.stages import Stages
+
+__all__ = ["DimensionVaryingProcess"]
+
+
+@dataclass(frozen=True)
+class DimensionVaryingProcess:
+    data_shape: tuple[int, int, int]  # (C, H, W) of x0
+    stages: Stages  # turning points and attenuation windows
+    schedule: Schedule = field(default_factory=LinearBetaSchedule)
+    num_steps: int = 1000  # T: discrete steps that sampler grids refer to
+    eps_tolerance: float = 1e-2  # eps-prediction: components with a_j(t) below this predict x0
+
+    def __post_init__(self) -> None:
+        self.stages.check_data_shape(self.data_shape)
+
+    # ----------------------------------------------------------------- shapes and times
+    def shape_at(self, t: float) -> tuple[int, int, int]:
+        return self.stages.shape_at(t, self.data_shape)
+
+    def stage_of(self, t: TimeLike) -> int:
+        """The one stage of a time or a batch of times (a batch must not mix resolutions)."""
+        tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        k_lo, k_hi = self.stages.stage(float(tt.min())), self.stages.stage(float(tt.max()))
+        if k_lo != k_hi:
+            raise ValueError(f"expected a batch of times in one stage, got times in stages {k_lo} to {k_hi} "
+                             f"(turning points {list(self.stages.turning_points)})")  # fmt: skip
+        return k_lo
+
+    def x0_bound(self, t: float) -> float:
+        """Data in [-1, 1] is within [-2^k, 2^k] in the reduced coordinates of stage k."""
+        return float(2 ** self.stages.stage(t))
+
+    def prior_sample(self, n: int, *, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> Tensor:  # fmt: skip
+        return torch.randn((n, *self.shape_at(1.0)), generator=generator, device=device)
+
+    def sample_training_t(self, n: int, *, generator: torch.Generator | None = None,
+                          device: torch.device | str = "cpu") -> Tensor:  # fmt: skip
+        """One stage per batch, drawn with probability equal to its length in t, then t uniform
+        in it: overall t ~ U[1/T, 1], while every batch holds one resolution."""
+        bounds = torch.tensor(self.stages.boundaries(), dtype=torch.float64, device=device)
+        lo, hi = bounds[:-1].clamp_min(1.0 / self.num_steps), bounds[1:]
+        lengths = (hi - lo).clamp_min(0.0)
+        k = torch.multinomial(lengths / lengths.sum(), 1, generator=generator).squeeze(0)
+        u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+        return hi[k] - (hi[k] - lo[k]) * u  # in (lo, hi]: stage k under the (tau_k, tau_{k+1}] convention
+
+    def log_snr(self, t: TimeLike) -> Tensor:
+        return self.schedule.log_snr(t)
+
+    # ----------------------------------------------------------------- coefficients
+    def gains(self, t: TimeLike, k: int, like: Tensor) -> list[Tensor]:
+        """a_j(t) for the components j = k..K kept in stage k, float64, shape () or (B,)."""
+        tt = broadcast_time(t, like)
+        alpha = self.schedule.alpha(tt)
+        return [alpha * self.stages.attenuation(j, tt, self.schedule) for j in range(k, self.stages.num_levels + 1)]
+
+    def _split(self, z: Tensor, k: int) -> list[Tensor]:
+        """The components of a stage-k state (comp_0 .. comp_{K-k})."""
+        return components(z, self.stages.num_levels - k)
+
+    # ----------------------------------------------------------------- forward process
+    def forward_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        k = self.stage_of(t)
+        z0 = pool(x0, k)  # (B, C, H/2^k, W/2^k)
+        sigma = _expand(self.schedule.sigma(broadcast_time(t, x0)), x0)
+        gains = self.gains(t, k, x0)
+        signal = sum(_expand(a, x0) * c for a, c in zip(gains, self._split(z0, k), strict=True))
+        return signal + sigma * noise  # (B, C, H/2^k, W/2^k)
+
+    def noise_like(self, x0: Tensor, t: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        shape = (x0.shape[0], *self.shape_at(float(torch.as_tensor(t).reshape(-1)[0])))
+        return torch.randn(shape, generator=generator, device=x0.device, dtype=x0.dtype)
+
+    # ----------------------------------------------------------------- parameterizations
+    def _normalised(self, a: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(a / rho, sigma / rho, rho) with rho = sqrt(a^2 + sigma^2)."""
+        rho = torch.sqrt(a**2 + sigma**2)
+        return a / rho, sigma / rho, rho
+
+    def training_target(self, x0: Tensor, noise: Tensor, t: TimeLike, kind: Parameterization) -> Tensor:
+        k = self.stage_of(t)
+        z0 = pool(x0, k)  # (B, C, h, w)
+        if kind is Parameterization.X0:
+            return z0
+        sigma = self.schedule.sigma(broadcast_time(t, x0))
+        parts = []
+        for a, c0, ce in zip(self.gains(t, k, x0), self._split(z0, k), self._split(noise, k), strict=True):
+            if kind is Parameterization.EPS:
+                parts.append(torch.where(_expand(a, x0) >= self.eps_tolerance, ce, c0))
+            elif kind is Parameterization.V:
+                a_n, s_n, _ = self._normalised(a, sigma)
+                parts.append(_expand(a_n, x0) * ce - _expand(s_n, x0) * c0)
+            else:
+                raise ValueError(f"expected a parameterization in {[p.value for p in Parameterization]}, got {kind!r}")
+        return sum(parts)
+
+    def x0_from_prediction(self, x_t: Tensor, prediction: Tensor, t: TimeLike, kind: Parameterization) -> Tensor:
+        if kind is Parameterization.X0:
+            return prediction
+        k = self.stage_of(t)
+        sigma = self.schedule.sigma(broadcast_time(t, x_t))
+        parts = []
+        for a, cx, cp in zip(self.gains(t, k, x_t), self._split(x_t, k), self._split(prediction, k), strict=True):
+            if kind is Parameterization.EPS:
+                alive = _expand(a, x_t) >= self.eps_tolerance
+                safe_a = _expand(torch.where(a >= self.eps_tolerance, a, 1.0), x_t)
+                parts.append(torch.where(alive, (cx - _expand(sigma, x_t) * cp) / safe_a, cp))
+            elif kind is Parameterization.V:
+                a_n, s_n, rho = self._normalised(a, sigma)
+                parts.append(_expand(a_n / rho, x_t) * cx - _expand(s_n, x_t) * cp)
+            else:
+                raise ValueError(f"expected a parameterization in {[p.value for p in Parameterization]}, got {kind!r}")
+        return sum(parts)
+
+    # ----------------------------------------------------------------- reverse process
+    def cross_up(self, z: Tensor, sigma: float, *, generator: torch.Generator | None = None,
+                 noise: Tensor | None = None) -> Tensor:  # fmt: skip
+        """One level finer: x = U z + sigma (n - U D n), so that D x = z exactly."""
+        shape = (z.shape[0], z.shape[1], 2 * z.shape[2], 2 * z.shape[3])
+        n = torch.randn(shape, generator=generator, device=z.device, dtype=z.dtype) if noise is None else noise
+        return unpool(z) + sigma * (n - project(n, 1))
+
+    def reverse_step(
+        self,
+        x_t: Tensor,
+        x0_hat: Tensor,
+        t: TimeLike,
+        s: TimeLike,
+        *,
+        eta: float = 1.0,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        t, s = float(t), float(s)
+        if s >= t:
+            raise ValueError(f"reverse_step expects s < t, got t={t}, s={s}")
+        k = self.stage_of(t)
+        floor = self.stages.boundaries()[k]  # tau_k: below it the state is one level finer
+        z_s = self._step_in_stage(x_t, x0_hat, t, max(s, floor), k, eta, generator, noise)
+        if k == 0 or s > floor:
+            return z_s
+        x = self.cross_up(z_s, float(self.schedule.sigma(floor)), generator=generator)
+        if s == floor:
+            return x
+        # the grid straddles the turning point: the x0 estimate has no finer detail, use U x0_hat
+        return self.reverse_step(x, unpool(x0_hat), floor, s, eta=eta, generator=generator)
+
+    def _step_in_stage(self, z_t: Tensor, x0_hat: Tensor, t: float, s: float, k: int, eta: float,
+                       generator: torch.Generator | None, noise: Tensor | None) -> Tensor:  # fmt: skip
+        sigma_t, sigma_s = self.schedule.sigma(torch.tensor(t, dtype=torch.float64)), self.schedule.sigma(s)
+        if noise is None and eta > 0:
+            noise = torch.randn(z_t.shape, generator=generator, device=z_t.device, dtype=z_t.dtype)
+        gains_t, gains_s = self.gains(t, k, z_t), self.gains(s, k, z_t)
+        if len(gains_t) == 1:  # one component (the degenerate process): exactly the Gaussian step
+            c = step_coefficients(gains_t[0], sigma_t, gains_s[0], sigma_s)
+            return ddim_combine(z_t, x0_hat, c, eta=eta, noise=noise)
+        eps_hat = (z_t - sum(_expand(a, z_t) * c for a, c in zip(gains_t, self._split(x0_hat, k), strict=True)))
+        eps_hat = eps_hat / _expand(sigma_t, z_t)  # (B, C, h, w)
+        out = torch.zeros_like(z_t)
+        pieces = zip(gains_t, gains_s, self._split(x0_hat, k), self._split(eps_hat, k),
+                     self._split(noise, k) if noise is not None else [None] * len(gains_t), strict=True)  # fmt: skip
+        for a_t, a_s, c0, ce, cn in pieces:
+            c = step_coefficients(a_t, sigma_t, a_s, sigma_s)
+            c2 = eta**2 * c["var"]
+            out = out + _expand(a_s, z_t) * c0 + _expand(torch.sqrt((sigma_s**2 - c2).clamp_min(0.0)), z_t) * ce
+            if cn is not None:
+                out = out + _expand(torch.sqrt(c2), z_t) * cn
+        return out
