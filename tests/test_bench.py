@@ -70,7 +70,8 @@ def test_select_methods_keeps_reference_and_names_valid_keys(tiny_methods: list)
 
 
 def test_methods_that_differ_only_in_sampler_train_together(tiny_methods: list) -> None:
-    assert [[m.key for m in g] for g in training_groups(tiny_methods)] == [["ddim", "ddpm"]]
+    groups = [[m.key for m in g] for g in training_groups(tiny_methods)]
+    assert groups == [["ddim", "ddpm"], ["dvdp-ddim", "dvdp-ddpm"]]
 
 
 # ----------------------------------------------------------------------------- timing helpers
@@ -93,7 +94,11 @@ def test_count_flops_includes_cpu_attention() -> None:
 def test_sampling_bench_tiny(tiny_methods: list) -> None:
     result = sampling_bench(tiny_methods, SamplingOptions(batch=2, repeats=2, warmup=0, peer=False))
     rows = {r["key"]: r for r in result["rows"]}
-    assert set(rows) == {"ddim", "ddpm"}
+    assert set(rows) == {"ddim", "ddpm", "dvdp-ddim", "dvdp-ddpm"}
+    for key in ("dvdp-ddim", "dvdp-ddpm"):  # one step per stage: 8, 4 and 2 px
+        dvdp = rows.pop(key)
+        assert dvdp["nfe"] == 3 and dvdp["dimension_ratio"] == pytest.approx((1 + 1 / 4 + 1 / 16) / 3)
+        assert dvdp["flops_ratio_to_ddim"] < 0.6
     for row in rows.values():
         assert all(row[k] is not None for k in SAMPLING_KEYS), row
         assert row["time_per_image_s"] > 0 and row["peak_memory_mb"] > 0
@@ -123,7 +128,8 @@ def test_sampling_peer_skipped_with_note_without_diffusers(tiny_methods: list, m
 # ----------------------------------------------------------------------------- training
 def test_training_bench_tiny(tiny_methods: list) -> None:
     result = training_bench(tiny_methods, TrainingOptions(batch=2, repeats=2, warmup=1, flop_batches=2))
-    (row,) = result["rows"]
+    row, dvdp = result["rows"]
+    assert dvdp["flops_ratio_to_ddim"] < 0.8 and dvdp["dimension_ratio"] < 0.8  # t decides the resolution
     assert row["examples_per_s"] > 0 and row["flops_per_example"] > 0 and row["peak_memory_mb"] > 0
     assert row["forward_flops_per_example"] == _forward_flops(tiny_methods[0].config, 2)
     assert 2.0 <= row["training_over_forward_flops"] <= 4.0
@@ -139,7 +145,7 @@ def _run_cli(argv: list[str]) -> int:
 
 def test_cli_sampling_and_training_write_results(tmp_path: Path, capsys) -> None:
     common = ["--seed", "1", "--out", str(tmp_path), *TINY_OVERRIDES]
-    assert _run_cli(["sampling", "--steps", "2", "--batch", "2", "--repeats", "1", "--no-peer", *common]) == 0
+    assert _run_cli(["sampling", "--steps", "3", "--batch", "2", "--repeats", "1", "--no-peer", *common]) == 0
     assert _run_cli(["training", "--batch", "2", "--repeats", "1", "--flop-batches", "1", *common]) == 0
     printed = capsys.readouterr().out
     assert "| DDIM (full res.) |" in printed and "wrote" in printed
@@ -149,7 +155,7 @@ def test_cli_sampling_and_training_write_results(tmp_path: Path, capsys) -> None
         assert {"machine", "versions", "git_commit", "seeds", "command"} <= set(env)
         assert 1 in env["seeds"].values()
         assert (tmp_path / f"{name}.md").read_text().startswith(name.capitalize())
-    assert json.loads((tmp_path / "sampling.json").read_text())["rows"][0]["nfe"] == 2
+    assert json.loads((tmp_path / "sampling.json").read_text())["rows"][0]["nfe"] == 3
 
 
 def test_cli_rejects_unknown_method(tmp_path: Path) -> None:
@@ -159,16 +165,17 @@ def test_cli_rejects_unknown_method(tmp_path: Path) -> None:
 
 def test_quality_bench_tiny_writes_json_and_plot(tmp_path: Path) -> None:
     argv = ["quality", "--train-steps", "20", "--train-batch", "16", "--samples", "32", "--sample-batch", "16",
-            "--steps", "2,4", "--metrics", "fd-digits,swd", "--out", str(tmp_path / "out"),
+            "--steps", "3,4", "--metrics", "fd-digits,swd", "--out", str(tmp_path / "out"),
             "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), *TINY_OVERRIDES]  # fmt: skip
     assert _run_cli(argv) == 0
     result = json.loads((tmp_path / "out" / "quality.json").read_text())
     assert (tmp_path / "out" / "quality.png").stat().st_size > 0
-    assert [(r["key"], r["steps"]) for r in result["rows"]] == [("ddim", 2), ("ddim", 4), ("ddpm", 2), ("ddpm", 4)]
+    keys = ["ddim", "ddpm", "dvdp-ddim", "dvdp-ddpm"]
+    assert [(r["key"], r["steps"]) for r in result["rows"]] == [(k, n) for k in keys for n in (3, 4)]
     for row in result["rows"]:
         assert row["samples"] == 32 and row["time_per_image_s"] > 0
         assert {"fd-digits", "swd_mean"} <= set(row["scores"])
-    assert len(result["training"]) == 1 and result["training"][0]["steps"] == 20  # one model for both samplers
+    assert len(result["training"]) == 2 and result["training"][0]["steps"] == 20  # one model per process
     assert "git_commit" in result["environment"]
 
 
@@ -188,6 +195,6 @@ def test_dimdiff_cli_bench_once_wired(tmp_path: Path) -> None:
     subcommands = next(a for a in dimdiff.cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
     if "bench" not in subcommands.choices:
         pytest.skip("`dimdiff bench` is not wired into dimdiff.cli yet")
-    argv = ["bench", "sampling", "--steps", "2", "--batch", "2", "--repeats", "1", "--no-peer", "--out", str(tmp_path)]
+    argv = ["bench", "sampling", "--steps", "3", "--batch", "2", "--repeats", "1", "--no-peer", "--out", str(tmp_path)]
     assert dimdiff.cli.main([*argv, *TINY_OVERRIDES]) == 0
     assert (tmp_path / "sampling.json").is_file()

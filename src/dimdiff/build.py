@@ -12,8 +12,10 @@ from torch import Tensor, nn
 from dimdiff.config import Config, ConfigError, ModelConfig, ProcessConfig, ProcessKind, SampleConfig, SamplerKind
 from dimdiff.nets.denoiser import Denoiser
 from dimdiff.nets.unet import UNet
+from dimdiff.process.dimension_varying import DimensionVaryingProcess
 from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.schedules import make_schedule
+from dimdiff.process.stages import Stages
 from dimdiff.samplers import adaptive_sample, ddim_sample, ddpm_sample, timesteps
 from dimdiff.samplers.ddim import Callback
 
@@ -24,9 +26,18 @@ def data_shape(config: Config, channels: int) -> tuple[int, int, int]:
     return (channels, config.data.resolution, config.data.resolution)
 
 
-def build_process(config: ProcessConfig, shape: tuple[int, int, int]) -> GaussianProcess:
+Process = GaussianProcess | DimensionVaryingProcess
+
+
+def build_process(config: ProcessConfig, shape: tuple[int, int, int]) -> Process:
     if config.kind is ProcessKind.GAUSSIAN:
         return GaussianProcess(shape, make_schedule(config.schedule), config.num_steps)
+    if config.kind is ProcessKind.DVDP:
+        stages = Stages(tuple(config.turning_points), tuple(config.window_widths), config.window)
+        try:
+            return DimensionVaryingProcess(shape, stages, make_schedule(config.schedule), config.num_steps)
+        except ValueError as exc:
+            raise ConfigError(f"process.turning_points: {exc}") from None
     raise ValueError(f"expected a process kind in {[k.value for k in ProcessKind]}, got {config.kind!r}")
 
 
@@ -56,7 +67,7 @@ def build_net(config: ModelConfig, channels: int, resolution: int) -> UNet:
     )
 
 
-def build_denoiser(config: Config, net: nn.Module, process: GaussianProcess) -> Denoiser:
+def build_denoiser(config: Config, net: nn.Module, process: Process) -> Denoiser:
     return Denoiser(
         net,
         process,
@@ -69,7 +80,7 @@ def build_denoiser(config: Config, net: nn.Module, process: GaussianProcess) -> 
 def run_sampler(
     config: SampleConfig,
     denoiser: nn.Module,
-    process: GaussianProcess,
+    process: Process,
     n: int,
     *,
     generator: torch.Generator | None = None,
@@ -86,7 +97,10 @@ def run_sampler(
         )  # fmt: skip
     if config.steps > process.num_steps:
         raise ConfigError(f"sample.steps: expected at most process.num_steps = {process.num_steps}, got {config.steps}")
-    ts = timesteps(config.steps, process.num_steps, config.spacing)
+    if isinstance(process, DimensionVaryingProcess):  # steps per stage, turning points on the grid
+        ts = process.stages.timesteps(config.steps)
+    else:
+        ts = timesteps(config.steps, process.num_steps, config.spacing)
     if config.sampler is SamplerKind.DDPM:
         return ddpm_sample(denoiser, process, x_T, ts, generator=generator, callback=callback)
     if config.sampler is SamplerKind.DDIM:

@@ -22,6 +22,7 @@ from typing import Any
 from dimdiff.data import DatasetName
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.schedules import ScheduleName
+from dimdiff.process.stages import Window
 from dimdiff.samplers.timesteps import Spacing
 
 if sys.version_info >= (3, 11):
@@ -42,6 +43,7 @@ class ConfigError(ValueError):
 
 class ProcessKind(str, enum.Enum):
     GAUSSIAN = "gaussian"  # DDPM/DDIM variance-preserving baseline
+    DVDP = "dvdp"  # dimensionality-varying diffusion: attenuate and drop detail components
 
 
 class LossWeighting(str, enum.Enum):
@@ -91,9 +93,22 @@ class ProcessConfig:
     schedule: ScheduleName = ScheduleName.LINEAR  # noise schedule
     num_steps: int = 1000  # T, the discrete steps sampler grids refer to
     parameterization: Parameterization = Parameterization.EPS  # what the network predicts
+    turning_points: tuple[float, ...] = ()  # dvdp: tau_1 < ... < tau_K; the resolution halves at each
+    window_widths: tuple[float, ...] = ()  # dvdp: attenuation window of component j ends at tau_{j+1}
+    window: Window = Window.COSINE  # dvdp: shape of the attenuation (linear, cosine, snr)
 
     def __post_init__(self) -> None:
         _check(self.num_steps >= 1, "process.num_steps", "an integer >= 1", self.num_steps)
+        if self.kind is ProcessKind.GAUSSIAN:
+            _check(not self.turning_points and not self.window_widths, "process.turning_points",
+                   "none for the gaussian process (use process.kind = dvdp)", list(self.turning_points))  # fmt: skip
+        else:
+            from dimdiff.process.stages import Stages
+
+            try:
+                Stages(tuple(self.turning_points), tuple(self.window_widths), self.window)
+            except ValueError as exc:
+                raise ConfigError(f"process.turning_points / process.window_widths: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ class BenchMethod:
 
 def _gaussian_methods(base: Config) -> list[BenchMethod]:
     """Full-resolution DDPM/DDIM on the Gaussian variance-preserving process."""
-    process = dataclasses.replace(base.process, kind=ProcessKind.GAUSSIAN)
+    process = dataclasses.replace(base.process, kind=ProcessKind.GAUSSIAN, turning_points=(), window_widths=())
     ddim = dataclasses.replace(base.sample, sampler=SamplerKind.DDIM, eta=0.0)
     ddpm = dataclasses.replace(base.sample, sampler=SamplerKind.DDPM)
     return [
@@ -43,9 +43,28 @@ def _gaussian_methods(base: Config) -> list[BenchMethod]:
     ]
 
 
+DVDP_DEFAULT_STAGES = {"turning_points": (0.3, 0.6), "window_widths": (0.2, 0.2)}  # 32 -> 16 -> 8 (DVDP.md 7)
+
+
+def _dvdp_methods(base: Config) -> list[BenchMethod]:
+    """DVDP with the base config's turning points, else the design's 32 -> 16 -> 8 placement."""
+    stages = {} if base.process.turning_points else DVDP_DEFAULT_STAGES
+    process = dataclasses.replace(base.process, kind=ProcessKind.DVDP, **stages)
+    ddim = dataclasses.replace(base.sample, sampler=SamplerKind.DDIM, eta=0.0)
+    ddpm = dataclasses.replace(base.sample, sampler=SamplerKind.DDPM)
+    taus = "/".join(f"{t:g}" for t in process.turning_points)
+    with_ddim = dataclasses.replace(base, process=process, sample=ddim)
+    with_ddpm = dataclasses.replace(base, process=process, sample=ddpm)
+    return [
+        BenchMethod("dvdp-ddim", f"DVDP DDIM (tau {taus})", with_ddim),
+        BenchMethod("dvdp-ddpm", f"DVDP ancestral (tau {taus})", with_ddpm),
+    ]
+
+
 # One entry per process kind; a new process adds `ProcessKind.X: _x_methods` here.
 METHOD_BUILDERS: dict[ProcessKind, Callable[[Config], list[BenchMethod]]] = {
     ProcessKind.GAUSSIAN: _gaussian_methods,
+    ProcessKind.DVDP: _dvdp_methods,
 }
 
 
