@@ -184,19 +184,10 @@ class DimensionVaryingProcess:
         sigma_t, sigma_s = self.schedule.sigma(torch.tensor(t, dtype=torch.float64)), self.schedule.sigma(s)
         if noise is None and eta > 0:
             noise = torch.randn(z_t.shape, generator=generator, device=z_t.device, dtype=z_t.dtype)
-        gains_t, gains_s = self.gains(t, k, z_t), self.gains(s, k, z_t)
-        if len(gains_t) == 1:  # one component (the degenerate process): exactly the Gaussian step
-            c = step_coefficients(gains_t[0], sigma_t, gains_s[0], sigma_s)
-            return ddim_combine(z_t, x0_hat, c, eta=eta, noise=noise)
-        eps_hat = (z_t - sum(_expand(a, z_t) * c for a, c in zip(gains_t, self._split(x0_hat, k), strict=True)))
-        eps_hat = eps_hat / _expand(sigma_t, z_t)  # (B, C, h, w)
-        out = torch.zeros_like(z_t)
-        pieces = zip(gains_t, gains_s, self._split(x0_hat, k), self._split(eps_hat, k),
-                     self._split(noise, k) if noise is not None else [None] * len(gains_t), strict=True)  # fmt: skip
-        for a_t, a_s, c0, ce, cn in pieces:
-            c = step_coefficients(a_t, sigma_t, a_s, sigma_s)
-            c2 = eta**2 * c["var"]
-            out = out + _expand(a_s, z_t) * c0 + _expand(torch.sqrt((sigma_s**2 - c2).clamp_min(0.0)), z_t) * ce
-            if cn is not None:
-                out = out + _expand(torch.sqrt(c2), z_t) * cn
-        return out
+        # components are orthogonal projections, so comp_j(eps_hat) = (comp_j(z_t) - a_j(t) comp_j(x0_hat)) / sigma_t:
+        # each component takes exactly the Gaussian DDIM(eta) step with its own gain a_j
+        parts = zip(self.gains(t, k, z_t), self.gains(s, k, z_t), self._split(z_t, k), self._split(x0_hat, k),
+                    self._split(noise, k) if noise is not None else [None] * (self.stages.num_levels - k + 1),
+                    strict=True)  # fmt: skip
+        return sum(ddim_combine(cz, c0, step_coefficients(a_t, sigma_t, a_s, sigma_s), eta=eta, noise=cn)
+                   for a_t, a_s, cz, c0, cn in parts)  # fmt: skip
