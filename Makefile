@@ -27,7 +27,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/dimdiff train --config configs/digits16_demo.toml train.out_dir=$(DEMO_DIR)
+	$(VENV)/bin/dimdiff train --config configs/digits16_demo.toml train.out_dir=$(DEMO_DIR) --resume auto
 	$(VENV)/bin/dimdiff sample --checkpoint $(DEMO_DIR) --n 64 --steps 50 --sampler ddim --eta 0 --seed 0 --out $(DEMO_DIR)/final
 	@echo
 	@echo "checkpoint:   $$(ls -d $(DEMO_DIR)/checkpoints/step_* | tail -1)"

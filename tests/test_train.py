@@ -179,3 +179,9 @@ def test_dvdp_trains_resumes_exactly_and_samples_at_full_resolution(tmp_path):
     assert type(model.process).__name__ == "DimensionVaryingProcess" and model.process.shape_at(1.0) == (1, 4, 4)
     images = generate(model, 3, seed=0)
     assert images.shape == (3, 1, 16, 16) and images.abs().max() <= 1.0
+
+
+def test_resuming_a_finished_run_only_redraws_its_pictures(tmp_path):
+    done = train(tiny(tmp_path, steps=3), progress=False)
+    again = train(tiny(tmp_path, steps=3), resume="auto", progress=False)
+    assert again.step == 3 and again.losses == [] and again.checkpoint == done.checkpoint and again.grid.is_file()
