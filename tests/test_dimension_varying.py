@@ -208,3 +208,18 @@ def test_a_grid_that_straddles_turning_points_still_ends_at_full_resolution():
     assert not any(abs(float(t) - tau) < 1e-9 for t in ts for tau in (0.3, 0.6))
     x = ddim_sample(dvdp_oracle(p, data), p, p.prior_sample(500, generator=g(0)).double(), ts)
     assert x.shape == (500, 1, 4, 4) and torch.isfinite(x).all()
+
+
+def test_every_process_owns_its_sampling_grid():
+    """run_sampler asks the process for its grid: DVDP puts each turning point on it."""
+    from dimdiff.build import run_sampler
+    from dimdiff.config import SampleConfig
+    from dimdiff.process.timesteps import Spacing, timesteps
+
+    gaussian = GaussianProcess((1, 4, 4))
+    assert torch.equal(gaussian.timesteps(10, Spacing.LEADING), timesteps(10, 1000, Spacing.LEADING))
+    p = DimensionVaryingProcess((1, 4, 4), Stages((0.3, 0.6), (0.2, 0.2)))
+    assert torch.equal(p.timesteps(10), p.stages.timesteps(10))
+    seen = []
+    run_sampler(SampleConfig(steps=10), lambda x, t: torch.zeros_like(x), p, 2, callback=lambda i: seen.append(i["t"]))
+    assert seen == p.timesteps(10)[:-1].tolist() and 0.3 in seen and 0.6 in seen

@@ -10,16 +10,22 @@ import torch
 from torch import Tensor, nn
 
 from dimdiff.config import Config, ConfigError, ModelConfig, ProcessConfig, ProcessKind, SampleConfig, SamplerKind
+from dimdiff.data import DatasetName
 from dimdiff.nets.denoiser import Denoiser
 from dimdiff.nets.unet import UNet
 from dimdiff.process.dimension_varying import DimensionVaryingProcess
 from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.schedules import make_schedule
 from dimdiff.process.stages import Stages
-from dimdiff.samplers import adaptive_sample, ddim_sample, ddpm_sample, timesteps
+from dimdiff.samplers import adaptive_sample, ddim_sample, ddpm_sample
 from dimdiff.samplers.ddim import Callback
 
-__all__ = ["build_process", "build_net", "build_denoiser", "run_sampler", "data_shape"]
+__all__ = ["build_process", "build_net", "build_denoiser", "run_sampler", "data_channels", "data_shape"]
+
+
+def data_channels(config: Config) -> int:
+    """Image channels of the configured data: data.channels, else the dataset's own (digits: 1, others: 3)."""
+    return config.data.channels or (1 if config.data.name is DatasetName.DIGITS else 3)
 
 
 def data_shape(config: Config, channels: int) -> tuple[int, int, int]:
@@ -97,10 +103,7 @@ def run_sampler(
         )  # fmt: skip
     if config.steps > process.num_steps:
         raise ConfigError(f"sample.steps: expected at most process.num_steps = {process.num_steps}, got {config.steps}")
-    if isinstance(process, DimensionVaryingProcess):  # steps per stage, turning points on the grid
-        ts = process.stages.timesteps(config.steps)
-    else:
-        ts = timesteps(config.steps, process.num_steps, config.spacing)
+    ts = process.timesteps(config.steps, config.spacing)
     if config.sampler is SamplerKind.DDPM:
         return ddpm_sample(denoiser, process, x_T, ts, generator=generator, callback=callback)
     if config.sampler is SamplerKind.DDIM:

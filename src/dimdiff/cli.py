@@ -102,13 +102,12 @@ def _sample_config(args: argparse.Namespace, base: SampleConfig) -> SampleConfig
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from dimdiff.build import attention_levels, build_net
+    from dimdiff.build import attention_levels, build_net, data_channels
     from dimdiff.config import dumps, load_config
-    from dimdiff.data import DatasetName
 
     config = load_config(args.config, args.overrides)
     if args.dry_run:
-        channels = config.data.channels or (1 if config.data.name is DatasetName.DIGITS else 3)
+        channels = data_channels(config)
         attention_levels(config.model, config.data.resolution)
         with torch.device("meta"):
             net = build_net(config.model, channels, config.data.resolution)

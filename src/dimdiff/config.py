@@ -22,8 +22,8 @@ from typing import Any
 from dimdiff.data import DatasetName
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.schedules import ScheduleName
-from dimdiff.process.stages import Window
-from dimdiff.samplers.timesteps import Spacing
+from dimdiff.process.stages import Stages, Window
+from dimdiff.process.timesteps import Spacing
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -103,8 +103,6 @@ class ProcessConfig:
             _check(not self.turning_points and not self.window_widths, "process.turning_points",
                    "none for the gaussian process (use process.kind = dvdp)", list(self.turning_points))  # fmt: skip
         else:
-            from dimdiff.process.stages import Stages
-
             try:
                 Stages(tuple(self.turning_points), tuple(self.window_widths), self.window)
             except ValueError as exc:

@@ -9,6 +9,7 @@ keyed by dataset, split, resolution, channels, sample count and feature network.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from dimdiff.config import ConfigError, SampleConfig
 from dimdiff.data import DataError, DatasetName, Split, load_dataset
+from dimdiff.images import quantise_8bit
 from dimdiff.metrics import (
     classifier_confidence,
     feature_statistics,
@@ -112,7 +114,7 @@ def load_reference(spec: str, *, resolution: int, channels: int, split: Split = 
                                split=split if kind is DatasetName.CIFAR10 else Split.ALL)  # fmt: skip
         name = f"{_path_tag(path)}-{Split(split).value}" if kind is DatasetName.CIFAR10 else _path_tag(path)
     images = getattr(dataset, "tensor", None)
-    images = _quantise(dataset.to_tensor() if images is None else images)
+    images = quantise_8bit(dataset.to_tensor() if images is None else images)
     if n is not None:
         images = images[:n]
     content = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:10]  # a changed folder is a new key
@@ -152,11 +154,6 @@ def load_samples(path: str | Path, *, channels: int | None = None) -> Tensor:
 
 
 # ------------------------------------------------------------------------- features
-def _quantise(images: Tensor) -> Tensor:
-    """Round to the 8-bit grid, as a PNG round trip would."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
-
-
 @torch.no_grad()
 def _extract(fn: Callable[[Tensor], Tensor], images: Tensor, batch_size: int = 250) -> np.ndarray:
     """Features of all images, in batches (with a progress bar when it takes many)."""
@@ -165,9 +162,15 @@ def _extract(fn: Callable[[Tensor], Tensor], images: Tensor, batch_size: int = 2
     return torch.cat([fn(images[i : i + batch_size]).double() for i in bar]).numpy()
 
 
+@functools.lru_cache(maxsize=1)
+def _digits_classifier() -> torch.nn.Module:
+    """The committed classifier, loaded once per process (eval mode, no gradients)."""
+    return load_digits_classifier()
+
+
 def _feature_fn(net: FeatureNet, inception_weights: str | None) -> Callable[[Tensor], Tensor]:
     if net is FeatureNet.DIGITS:
-        return load_digits_classifier().features
+        return _digits_classifier().features
     return load_fid_inception(inception_weights)
 
 
@@ -203,7 +206,7 @@ def score_images(
     if samples.shape[1:] != reference.images.shape[1:]:
         raise DataError(f"expected samples of shape {tuple(reference.images.shape[1:])} like the reference "
                         f"{reference.key}, got {tuple(samples.shape[1:])}")  # fmt: skip
-    samples = _quantise(samples.cpu())
+    samples = quantise_8bit(samples.cpu())
     cache = Path(cache_dir) if cache_dir is not None else None
     feature_net = features or (FeatureNet.INCEPTION if Metric.FID in metrics else FeatureNet.DIGITS)
     wanted = {FeatureNet.DIGITS} if Metric.FD_DIGITS in metrics else set()
@@ -244,7 +247,7 @@ def _score_one(metric: Metric, samples: Tensor, reference: Reference, feats: dic
             raise DataError(f"confidence uses the digits classifier: expected 1-channel samples, "
                             f"got {samples.shape[1]}")  # fmt: skip
         with torch.no_grad():
-            logits = torch.cat([load_digits_classifier()(samples[i : i + 500]) for i in range(0, len(samples), 500)])
+            logits = torch.cat([_digits_classifier()(samples[i : i + 500]) for i in range(0, len(samples), 500)])
         return {"confidence": classifier_confidence(logits)}
     raise ValueError(f"expected a metric in {[m.value for m in Metric]}, got {metric!r}")  # pragma: no cover
 

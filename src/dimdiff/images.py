@@ -10,13 +10,22 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["to_uint8", "make_grid", "save_grid", "save_images", "save_npz", "plot_loss_curve"]
+__all__ = ["quantise_8bit", "to_uint8", "make_grid", "save_grid", "save_images", "save_npz", "plot_loss_curve"]
+
+
+def _levels(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> the 8-bit levels 0..255 (float, rounded)."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round()
+
+
+def quantise_8bit(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] rounded to the 8-bit grid, as a PNG round trip would."""
+    return _levels(images) / 127.5 - 1
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+    return _levels(images.cpu()).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:

@@ -14,8 +14,8 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from dimdiff.build import data_channels  # re-exported for the bench modules
 from dimdiff.config import Config, ConfigError, ProcessKind, SamplerKind, config_to_dict
-from dimdiff.data import DatasetName
 
 __all__ = [
     "REFERENCE_KEY", "METHOD_BUILDERS", "BenchMethod", "available_methods", "unregistered_kinds",
@@ -111,8 +111,3 @@ def training_groups(methods: Sequence[BenchMethod]) -> list[list[BenchMethod]]:
     for method in methods:
         groups.setdefault(_training_key(method.config), []).append(method)
     return list(groups.values())
-
-
-def data_channels(config: Config) -> int:
-    """Image channels of the configured data: data.channels, else the dataset's own (digits: 1)."""
-    return config.data.channels or (1 if config.data.name is DatasetName.DIGITS else 3)

@@ -48,6 +48,11 @@ def _markdown(header: list[str], rows: list[list[str]], text_columns: int = 1) -
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def _table(head: str, header: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    """A caption, a markdown table and its notes."""
+    return "\n".join([head, "", *_markdown(header, rows)] + [f"\nnote: {n}" for n in notes])
+
+
 def sampling_table(result: dict[str, Any]) -> str:
     s, d = result["settings"], result["data"]
     head = (f"Sampling, N = {s['steps']} steps, batch {s['batch']}, {d['channels']}x{d['resolution']}x"
@@ -59,8 +64,7 @@ def sampling_table(result: dict[str, Any]) -> str:
              _num(r["ratio_to_ddim"], ".3f"), _num(r["flops_per_image"] / 1e9, ".4g"),
              _num(r["flops_ratio_to_ddim"], ".3f"), _num(r["dimension_ratio"], ".3f"),
              _num(r["peak_memory_mb"], ".1f")] for r in result["rows"]]  # fmt: skip
-    lines = [head, "", *_markdown(header, rows)]
-    return "\n".join(lines + [f"\nnote: {n}" for n in result["notes"]])
+    return _table(head, header, rows, result["notes"])
 
 
 def training_table(result: dict[str, Any]) -> str:
@@ -74,8 +78,7 @@ def training_table(result: dict[str, Any]) -> str:
              _num(r["flops_per_example"] / 1e9, ".4g"), _num(r["training_over_forward_flops"], ".2f"),
              _num(r["time_ratio_to_ddim"], ".3f"), _num(r["flops_ratio_to_ddim"], ".3f"),
              _num(r["dimension_ratio"], ".3f"), _num(r["peak_memory_mb"], ".1f")] for r in result["rows"]]  # fmt: skip
-    lines = [head, "", *_markdown(header, rows)]
-    return "\n".join(lines + [f"\nnote: {n}" for n in result["notes"]])
+    return _table(head, header, rows, result["notes"])
 
 
 def _score_columns(rows: list[dict[str, Any]]) -> list[str]:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from dimdiff.process.parameterization import Parameterization
+from dimdiff.process.timesteps import Spacing
 
 __all__ = ["DiffusionProcess", "TimeLike", "broadcast_time"]
 
@@ -73,6 +74,10 @@ class DiffusionProcess(Protocol):
 
     def log_snr(self, t: TimeLike) -> Tensor:
         """Log signal-to-noise ratio of the (coarsest kept) signal at t, float64."""
+        ...
+
+    def timesteps(self, n: int, spacing: Spacing) -> Tensor:
+        """The n-step grid t_n > ... > t_0 = 0 that samplers walk for this process."""
         ...
 
     def x0_bound(self, t: float) -> float:

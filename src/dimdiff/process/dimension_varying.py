@@ -31,6 +31,7 @@ from dimdiff.process.gaussian import _expand, ddim_combine, step_coefficients
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.schedules import LinearBetaSchedule, Schedule
 from dimdiff.process.stages import Stages
+from dimdiff.process.timesteps import Spacing
 
 __all__ = ["DimensionVaryingProcess"]
 
@@ -58,6 +59,11 @@ class DimensionVaryingProcess:
             raise ValueError(f"expected a batch of times in one stage, got times in stages {k_lo} to {k_hi} "
                              f"(turning points {list(self.stages.turning_points)})")  # fmt: skip
         return k_lo
+
+    def timesteps(self, n: int, spacing: Spacing = Spacing.TRAILING) -> Tensor:
+        """Steps per stage in proportion to its length, every turning point on the grid
+        (``spacing`` does not apply: the grid is continuous in t)."""
+        return self.stages.timesteps(n)
 
     def x0_bound(self, t: float) -> float:
         """Data in [-1, 1] is within [-2^k, 2^k] in the reduced coordinates of stage k."""

@@ -20,6 +20,7 @@ from dimdiff.process import parameterization as P
 from dimdiff.process.base import TimeLike, broadcast_time
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.schedules import LinearBetaSchedule, Schedule
+from dimdiff.process.timesteps import Spacing, timesteps
 
 __all__ = ["GaussianProcess", "ddim_combine", "step_coefficients"]
 
@@ -101,6 +102,10 @@ class GaussianProcess:
         alpha_t, sigma_t = self.schedule.alpha_sigma(tt)
         alpha_s, sigma_s = self.schedule.alpha_sigma(ss)
         return step_coefficients(alpha_t, sigma_t, alpha_s, sigma_s)
+
+    def timesteps(self, n: int, spacing: Spacing = Spacing.TRAILING) -> Tensor:
+        """DDPM/DDIM's grids on the T integer steps (see process.timesteps)."""
+        return timesteps(n, self.num_steps, spacing)
 
     def x0_bound(self, t: float) -> float:
         """Largest |x0| of data in [-1, 1] (what a denoiser may clip its estimate to)."""

@@ -88,13 +88,16 @@ class LinearBetaSchedule(Schedule):
             )
         betas = torch.linspace(self.beta_start, self.beta_end, self.num_steps, dtype=torch.float64)
         cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(torch.log1p(-betas), 0)])
-        object.__setattr__(self, "_cumulative", cumulative)  # log alpha_bar at t_i = i / T
+        object.__setattr__(self, "_cumulative", {cumulative.device: cumulative})  # log alpha_bar at i / T, per device
 
     def log_alpha2(self, t: torch.Tensor) -> torch.Tensor:
         x = t.clamp(0.0, 1.0) * self.num_steps
         i = torch.clamp(torch.floor(x), max=self.num_steps - 1).long()
         frac = x - i
-        c = self._cumulative.to(t.device)  # type: ignore[attr-defined]  (t may live on a GPU)
+        tables = self._cumulative  # type: ignore[attr-defined]
+        if t.device not in tables:  # t on a GPU: copy the table there once, not on every call
+            tables[t.device] = next(iter(tables.values())).to(t.device)
+        c = tables[t.device]
         return c[i] + frac * (c[i + 1] - c[i])
 
 

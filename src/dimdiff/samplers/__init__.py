@@ -1,8 +1,8 @@
 """Stateless samplers: ``sample(denoiser, process, x_T, ts, *, generator, callback, **options)``."""
 
+from dimdiff.process.timesteps import Spacing, timesteps
 from dimdiff.samplers.adaptive import adaptive_sample, adaptive_step
 from dimdiff.samplers.ddim import Callback, Denoiser, ddim_sample, ddpm_sample
-from dimdiff.samplers.timesteps import Spacing, timesteps
 
 __all__ = [
     "Callback",

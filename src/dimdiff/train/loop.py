@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dimdiff import checkpoint as ckpt
-from dimdiff.build import build_denoiser, build_net, build_process, run_sampler
+from dimdiff.build import build_denoiser, build_net, build_process, data_shape, run_sampler
 from dimdiff.config import Config, Device, Precision, dumps
 from dimdiff.data import load_dataset
 from dimdiff.images import plot_loss_curve, save_grid
@@ -155,7 +155,7 @@ def _build(config: Config, device: torch.device, dist_info: DistInfo) -> tuple[_
                             f"= {dist_info.world_size} x {tc.grad_accum}")  # fmt: skip
     dataset = load_dataset(data.name, path=data.path, resolution=data.resolution, channels=data.channels,
                            seed=tc.seed, num_patches=data.num_patches, skip_bad_files=data.skip_bad_files)  # fmt: skip
-    shape = (dataset.channels, data.resolution, data.resolution)
+    shape = data_shape(config, dataset.channels)
     torch.manual_seed(tc.seed)  # initial weights
     net = build_net(config.model, dataset.channels, data.resolution).to(device)
     if tc.channels_last:
