@@ -185,3 +185,32 @@ def test_resuming_a_finished_run_only_redraws_its_pictures(tmp_path):
     done = train(tiny(tmp_path, steps=3), progress=False)
     again = train(tiny(tmp_path, steps=3), resume="auto", progress=False)
     assert again.step == 3 and again.losses == [] and again.checkpoint == done.checkpoint and again.grid.is_file()
+
+
+def test_a_scaled_step_whose_gradients_overflow_is_skipped_not_fatal(tmp_path):
+    """With fp16 loss scaling (here a CPU GradScaler), an inf gradient skips that update and the
+    EMA update, lowers the scale, and training goes on; without scaling it stops the run."""
+    from dimdiff.train.distributed import DistInfo
+    from dimdiff.train.loop import _build, _train_step
+
+    run, _ = _build(tiny(tmp_path, steps=5), torch.device("cpu"), DistInfo())
+    run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    batches = iter(run.stream)
+    _train_step(run, run.net, run.net, batches)
+    before = [p.detach().clone() for p in run.net.parameters()]
+    hook = next(run.net.parameters()).register_hook(lambda g: torch.full_like(g, float("inf")))
+    loss, _, grad_norm = _train_step(run, run.net, run.net, batches)
+    hook.remove()
+    assert run.step == 2 and run.ema.num_updates == 1 and run.scaler.get_scale() < 2.0**8
+    assert torch.isfinite(torch.tensor(loss)) and not torch.isfinite(torch.tensor(grad_norm))
+    assert all(torch.equal(a, b) for a, b in zip(before, run.net.parameters(), strict=True))
+    _train_step(run, run.net, run.net, batches)
+    assert run.step == 3 and run.ema.num_updates == 2
+
+
+def test_non_finite_gradients_without_scaling_stop_the_run(tmp_path, monkeypatch):
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: real(*a, **k) * float("inf"))
+    message = r"gradient norm is inf \(loss .*\), not finite, at step 1; .*no checkpoint"
+    with pytest.raises(TrainingError, match=message):
+        train(tiny(tmp_path, steps=3), progress=False)
