@@ -223,3 +223,127 @@ def test_every_process_owns_its_sampling_grid():
     seen = []
     run_sampler(SampleConfig(steps=10), lambda x, t: torch.zeros_like(x), p, 2, callback=lambda i: seen.append(i["t"]))
     assert seen == p.timesteps(10)[:-1].tolist() and 0.3 in seen and 0.6 in seen
+
+
+# --------------------------------------------------------------------- transitions, crossing, score
+def test_chained_forward_transitions_equal_the_closed_form_marginal_across_turning_points():
+    """x_0.2 ~ q(. | x0), then q(x_0.45 | x_0.2) (crosses tau_1), then q(x_0.8 | x_0.45) (crosses tau_2):
+    the result has the closed-form marginal q(x_0.8 | x0): mean sum_j a_j c_j(x0) pooled, covariance sigma^2 I."""
+    p, n = process(), 100_000
+    x0 = torch.randn(1, 1, 8, 8, generator=g(0), dtype=torch.float64).expand(n, -1, -1, -1)
+    z = p.forward_sample(x0, torch.full((n,), 0.2, dtype=torch.float64),
+                         torch.randn(n, 1, 8, 8, generator=g(1), dtype=torch.float64))  # fmt: skip
+    for i, (s, t) in enumerate([(0.2, 0.45), (0.45, 0.8)]):
+        z = p.forward_transition(z, s, t, torch.randn(z.shape, generator=g(2 + i), dtype=torch.float64))
+        k = p.stages.stage(t)
+        assert z.shape[1:] == p.shape_at(t) == (1, 8 >> k, 8 >> k)
+        expected = pool(full_marginal_mean(p, x0[:1], t), k)
+        torch.testing.assert_close(z.mean(0, keepdim=True), expected, atol=0.02, rtol=0)
+        _, cov = empirical_moments(z)
+        sigma2 = p.schedule.sigma(t).item() ** 2
+        torch.testing.assert_close(cov, sigma2 * torch.eye(z[0].numel(), dtype=torch.float64), atol=0.02, rtol=0)
+    with pytest.raises(ValueError, match="expects s < t"):
+        p.forward_transition(z, 0.8, 0.7, z)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_exact_upward_crossing_in_distribution(k):
+    """z ~ q(z_tau | x0) at the coarse resolution, then x = U z + sigma_tau (n - U D n): x has the
+    finer stage's marginal at tau (its new complement is exactly the pure noise q has there)."""
+    p, n = process(), 100_000
+    tau = p.stages.turning_points[k - 1]
+    x0 = torch.randn(1, 1, 8, 8, generator=g(0), dtype=torch.float64).expand(n, -1, -1, -1)
+    tt = torch.full((n,), tau, dtype=torch.float64)
+    fine = p.forward_sample(x0, tt, torch.randn((n, *p.shape_at(tau)), generator=g(1), dtype=torch.float64))
+    assert fine.shape[1:] == (1, 16 >> k, 16 >> k)  # t = tau_k is in the finer stage k - 1
+    assert p.crossing_scale(k) == pytest.approx(p.schedule.sigma(tau).item(), rel=1e-12)
+    x = p.cross_up(pool(fine, 1), p.crossing_scale(k), generator=g(2))
+    mean, cov = empirical_moments(x)
+    torch.testing.assert_close(mean, pool(full_marginal_mean(p, x0[:1], tau), k - 1).reshape(-1), atol=0.02, rtol=0)
+    d = x[0].numel()
+    sigma2 = p.schedule.sigma(tau).item() ** 2
+    torch.testing.assert_close(cov, sigma2 * torch.eye(d, dtype=torch.float64), atol=0.02, rtol=0)
+
+
+@pytest.mark.parametrize("t", [0.45, 0.8])
+def test_score_factorisation_on_gaussian_data(t):
+    """For t >= tau_k: grad log p_t(x) = U_k s_low(D_k x) - (I - P_k) x / sigma_t^2 (DVDP.md section 4),
+    with both scores in closed form for x0 ~ N(mu, Sigma); and the process's Tweedie score with the
+    exact E[z0 | z_t] is s_low."""
+    data = GaussianData((1, 4, 4), seed=5)
+    p = DimensionVaryingProcess((1, 4, 4), TWO)
+    k, d = p.stages.stage(t), 16
+    like = torch.zeros(1, 1, 1, 1, dtype=torch.float64)
+    gains = [float(a) for a in p.gains(t, 0, like)]
+    A = dense(lambda x: sum(a * c for a, c in zip(gains, components(x, 2), strict=True)), d, (1, 4, 4))
+    D = dense(lambda x: pool(x, k), d, (1, 4, 4))  # (d_k, d)
+    sigma2 = p.schedule.sigma(t).item() ** 2
+    cov = A @ data.cov @ A.T + sigma2 * torch.eye(d, dtype=torch.float64)
+    mean = A @ data.mean
+    x = data.sample(50, g(1)).reshape(50, d) * 0.7 + torch.randn(50, d, generator=g(2), dtype=torch.float64)
+
+    full_score = -(x - mean) @ torch.linalg.inv(cov)  # rows: scores at the rows of x (cov symmetric)
+    z = x @ D.T
+    low_score = -(z - D @ mean) @ torch.linalg.inv(D @ cov @ D.T)
+    factorised = low_score @ D - (x - x @ D.T @ D) / sigma2  # U = D^T
+    torch.testing.assert_close(factorised, full_score, atol=1e-9, rtol=1e-9)
+
+    z_img = z.reshape(50, *p.shape_at(t))
+    tweedie = p.score(z_img, dvdp_oracle(p, data)(z_img, torch.full((50,), t, dtype=torch.float64)), t)
+    torch.testing.assert_close(tweedie.reshape(50, -1), low_score, atol=1e-9, rtol=1e-9)
+
+
+def test_average_pooled_units_shift_the_log_snr_by_k_ln4():
+    """Keeping stage k in average-pooled units (D_k x / 2^k) instead of orthonormal ones leaves
+    the signal as it is but divides the noise by 2^k: SNR' = 4^k SNR(t) (DVDP.md section 4)."""
+    import math
+
+    import torch.nn.functional as F
+
+    p, n, t = process(stages=Stages((0.3, 0.6), (), Window.NONE)), 200_000, 0.8
+    x = torch.randn(2, 3, 8, 8, generator=g(0), dtype=torch.float64)
+    for k in (1, 2):
+        torch.testing.assert_close(pool(x, k), 2**k * F.avg_pool2d(x, 2**k))
+    x0 = torch.randn(1, 1, 8, 8, generator=g(1), dtype=torch.float64).expand(n, -1, -1, -1)
+    z_t = p.forward_sample(x0, torch.full((n,), t, dtype=torch.float64),
+                           torch.randn(n, 1, 2, 2, generator=g(2), dtype=torch.float64))  # fmt: skip
+    averaged = z_t / 4  # k = 2
+    alpha = p.schedule.alpha(t).item()
+    torch.testing.assert_close(averaged.mean(0), alpha * F.avg_pool2d(x0[0], 4), atol=0.01, rtol=0)
+    log_snr_avg = math.log(alpha**2 / averaged.var(0).mean().item())
+    assert log_snr_avg == pytest.approx(p.log_snr(t).item() + 2 * math.log(4), abs=0.02)
+
+
+# --------------------------------------------------------------------- subspace special case
+def test_complement_std_is_estimated_per_dropped_component():
+    """Images sum_j s_j c_j(n) of white noise n have rms s_j per dimension in component j."""
+    from dimdiff.process.dimension_varying import estimate_complement_std
+
+    noise = torch.randn(4000, 1, 8, 8, generator=g(0), dtype=torch.float64)
+    images = sum(s * c for s, c in zip((0.1, 0.3, 1.0), components(noise, 2), strict=True))
+    est = estimate_complement_std(images, 2)
+    assert est == pytest.approx((0.1, 0.3), rel=0.02)
+    assert estimate_complement_std(list(images[:10].float()), 1)[0] == pytest.approx(0.1, rel=0.2)
+    with pytest.raises(ValueError, match="expected images of shape"):
+        estimate_complement_std(torch.zeros(0, 1, 8, 8), 1)
+
+
+def test_subspace_crossing_is_exact_when_the_complement_is_white_with_the_estimated_std():
+    """No attenuation: at tau the complement holds alpha c_0(x0) + sigma noise. Where c_0(x0) really is
+    N(0, s_perp^2) per dimension, the approximate crossing with s_perp has exactly q's marginal."""
+    s_perp, n, tau = 0.4, 100_000, 0.3
+    p = DimensionVaryingProcess((1, 4, 4), Stages((tau,), (), Window.NONE), complement_std=(s_perp,))
+    coarse = project(torch.randn(1, 1, 4, 4, generator=g(0), dtype=torch.float64), 1)
+    detail = torch.randn(n, 1, 4, 4, generator=g(1), dtype=torch.float64)
+    x0 = coarse + s_perp * (detail - project(detail, 1))
+    x_tau = p.forward_sample(x0, torch.full((n,), tau, dtype=torch.float64),
+                             torch.randn(n, 1, 4, 4, generator=g(2), dtype=torch.float64))  # fmt: skip
+    crossed = p.cross_up(pool(x_tau, 1), p.crossing_scale(1), generator=g(3))
+    alpha, sigma = p.schedule.alpha(tau).item(), p.schedule.sigma(tau).item()
+    assert p.crossing_scale(1) == pytest.approx((alpha**2 * s_perp**2 + sigma**2) ** 0.5)
+    for sample in (x_tau, crossed):
+        mean, cov = empirical_moments(sample)
+        torch.testing.assert_close(mean, (alpha * coarse).reshape(-1), atol=0.02, rtol=0)
+        torch.testing.assert_close(cov, empirical_moments(x_tau)[1], atol=0.02, rtol=0)
+    with pytest.raises(ValueError, match="expected 1 complement standard deviations"):
+        DimensionVaryingProcess((1, 4, 4), Stages((tau,), (), Window.NONE), complement_std=(0.1, 0.2))

@@ -8,9 +8,10 @@ from dimdiff.process.stages import Stages, Window
 
 DESIGN = dict(turning_points=(0.3, 0.6), window_widths=(0.2, 0.2))  # 32 -> 16 -> 8 (DVDP.md section 7)
 T = torch.linspace(0.0, 1.0, 2001, dtype=torch.float64)
+ATTENUATING = [w for w in Window if w is not Window.NONE]
 
 
-@pytest.mark.parametrize("window", list(Window))
+@pytest.mark.parametrize("window", ATTENUATING)
 def test_attenuation_windows(window):
     stages = Stages(**DESIGN, window=window)
     schedule = LinearBetaSchedule()
@@ -28,7 +29,7 @@ def test_attenuation_windows(window):
 SCHEDULES = [LinearBetaSchedule(), CosineSchedule()]
 
 
-@pytest.mark.parametrize(("window", "schedule"), list(itertools.product(Window, SCHEDULES)))
+@pytest.mark.parametrize(("window", "schedule"), list(itertools.product(ATTENUATING, SCHEDULES)))
 def test_per_component_snr_is_non_increasing(window, schedule):
     """a_j(t)^2 / sigma_t^2 = lambda_j(t)^2 SNR(t) never increases: the Markov chain exists."""
     stages = Stages(**DESIGN, window=window)
@@ -36,6 +37,17 @@ def test_per_component_snr_is_non_increasing(window, schedule):
     for j in range(stages.num_levels + 1):
         snr_j = stages.attenuation(j, t, schedule) ** 2 * schedule.snr(t)
         assert torch.all(torch.diff(snr_j) <= 1e-12 * snr_j[:-1].clamp_min(1.0))
+
+
+def test_no_attenuation_keeps_every_component_and_takes_no_widths():
+    """Window none (subspace diffusion): lambda_j = 1 throughout, the turning points only switch resolution."""
+    stages = Stages((0.3, 0.6), (), Window.NONE)
+    assert all(torch.all(stages.attenuation(j, T) == 1.0) for j in range(3))
+    assert stages.shape_at(0.7, (1, 32, 32)) == (1, 8, 8)
+    with pytest.raises(ValueError, match="expected no window widths without attenuation"):
+        Stages((0.3,), (0.1,), Window.NONE)
+    with pytest.raises(ValueError, match="component index in 0..2, got 3"):
+        stages.attenuation(3, T)
 
 
 def test_snr_window_needs_the_schedule():

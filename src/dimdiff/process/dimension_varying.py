@@ -10,8 +10,13 @@ Reverse step s <- t (per component j, with r_j = a_j(t) / a_j(s), v_j = sigma_t^
     DDIM(eta)  comp_j(z_s) = a_j(s) comp_j(x0_hat) + sqrt(sigma_s^2 - eta^2 var_j) comp_j(eps_hat)
                              + eta sqrt(var_j) comp_j(noise),  var_j = v_j sigma_s^2 / sigma_t^2
     eps_hat = (z_t - sum_j a_j(t) comp_j(x0_hat)) / sigma_t; eta = 1 is the exact posterior.
-Upward crossing at tau_k (stage k -> k-1): x = U z + sigma_tau (n - U D n), n ~ N(0, I) at the
-finer resolution: D x = z exactly and the new complement is the pure noise it is in q.
+Upward crossing at tau_k (stage k -> k-1): x = U z + s_c (n - U D n), n ~ N(0, I) at the
+finer resolution, s_c^2 = a_{k-1}(tau_k)^2 s_perp_k^2 + sigma_tau^2: D x = z exactly. With
+attenuation a_{k-1}(tau_k) = 0, so s_c = sigma_tau and the new complement is exactly the pure noise
+it is in q. Without attenuation (window ``none``: Subspace Diffusion, DVDP.md section 8) the
+complement still holds signal at tau_k, modelled as N(0, s_perp_k^2) per dimension
+(`estimate_complement_std`): an approximate crossing, optionally refined by Langevin steps
+(`samplers.corrector`) that use `score`.
 
 Parameterizations: x0 (the reduced clean image), v per component with the gains normalised to
 a_j^2 + sigma^2 (finite where a_j = 0), and eps with the guard that components whose a_j(t) is
@@ -20,6 +25,8 @@ below ``eps_tolerance`` are predicted as x0 instead (never dividing by a vanishi
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -33,7 +40,7 @@ from dimdiff.process.schedules import LinearBetaSchedule, Schedule
 from dimdiff.process.stages import Stages
 from dimdiff.process.timesteps import Spacing
 
-__all__ = ["DimensionVaryingProcess"]
+__all__ = ["DimensionVaryingProcess", "estimate_complement_std"]
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,16 @@ class DimensionVaryingProcess:
     schedule: Schedule = field(default_factory=LinearBetaSchedule)
     num_steps: int = 1000  # T: discrete steps that sampler grids refer to
     eps_tolerance: float = 1e-2  # eps-prediction: components with a_j(t) below this predict x0
+    # s_perp_k per turning point: rms per dimension of the component dropped at tau_k (c_{k-1} of
+    # the data); used where that component still carries signal at tau_k; () means all 0
+    complement_std: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         self.stages.check_data_shape(self.data_shape)
+        if self.complement_std and (len(self.complement_std) != self.stages.num_levels
+                                    or min(self.complement_std) < 0):  # fmt: skip
+            raise ValueError(f"expected {self.stages.num_levels} complement standard deviations >= 0 (one per "
+                             f"turning point), got {list(self.complement_std)}")  # fmt: skip
 
     # ----------------------------------------------------------------- shapes and times
     def shape_at(self, t: float) -> tuple[int, int, int]:
@@ -111,6 +125,30 @@ class DimensionVaryingProcess:
         shape = (x0.shape[0], *self.shape_at(float(torch.as_tensor(t).reshape(-1)[0])))
         return torch.randn(shape, generator=generator, device=x0.device, dtype=x0.dtype)
 
+    def forward_transition(self, z_s: Tensor, s: float, t: float, noise: Tensor) -> Tensor:
+        """A draw of x_t ~ q(x_t | x_s) for s < t: per component c_j(x_t) = r_j c_j(x_s) + sqrt(v_j) c_j(n),
+        r_j = a_j(t) / a_j(s), v_j = sigma_t^2 - r_j^2 sigma_s^2, at the resolution of stage(s)
+        (``noise`` of that shape); the components dead at t are then dropped (pooled to stage(t))."""
+        if s >= t:
+            raise ValueError(f"forward_transition expects s < t, got s={s}, t={t}")
+        k_s, k_t = self.stages.stage(s), self.stages.stage(t)
+        sigma_s, sigma_t = self.schedule.sigma(torch.tensor(s, dtype=torch.float64)), self.schedule.sigma(t)
+        parts = zip(self.gains(t, k_s, z_s), self.gains(s, k_s, z_s), self._split(z_s, k_s), self._split(noise, k_s),
+                    strict=True)  # fmt: skip
+        z_t = 0
+        for a_t, a_s, cz, cn in parts:
+            c = step_coefficients(a_t, sigma_t, a_s, sigma_s)
+            z_t = z_t + _expand(c["r"], z_s) * cz + _expand(c["v"].sqrt(), z_s) * cn
+        return pool(z_t, k_t - k_s)
+
+    def score(self, z_t: Tensor, x0_hat: Tensor, t: float) -> Tensor:
+        """grad log p_t at z_t by Tweedie's formula, per component: (a_j(t) c_j(x0_hat) - c_j(z_t)) / sigma_t^2
+        (exact when x0_hat = E[z0 | z_t]); both in the reduced coordinates of stage(t)."""
+        k = self.stages.stage(t)
+        sigma2 = float(self.schedule.sigma(t)) ** 2
+        parts = zip(self.gains(t, k, z_t), self._split(z_t, k), self._split(x0_hat, k), strict=True)
+        return sum((_expand(a, z_t) * c0 - cz) / sigma2 for a, cz, c0 in parts)
+
     # ----------------------------------------------------------------- parameterizations
     def _normalised(self, a: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(a / rho, sigma / rho, rho) with rho = sqrt(a^2 + sigma^2)."""
@@ -153,12 +191,20 @@ class DimensionVaryingProcess:
         return sum(parts)
 
     # ----------------------------------------------------------------- reverse process
-    def cross_up(self, z: Tensor, sigma: float, *, generator: torch.Generator | None = None,
+    def cross_up(self, z: Tensor, scale: float, *, generator: torch.Generator | None = None,
                  noise: Tensor | None = None) -> Tensor:  # fmt: skip
-        """One level finer: x = U z + sigma (n - U D n), so that D x = z exactly."""
+        """One level finer: x = U z + scale (n - U D n), so that D x = z exactly."""
         shape = (z.shape[0], z.shape[1], 2 * z.shape[2], 2 * z.shape[3])
         n = torch.randn(shape, generator=generator, device=z.device, dtype=z.dtype) if noise is None else noise
-        return unpool(z) + sigma * (n - project(n, 1))
+        return unpool(z) + scale * (n - project(n, 1))
+
+    def crossing_scale(self, k: int) -> float:
+        """Standard deviation of the complement refilled at tau_k (stage k -> k-1), per dimension:
+        sqrt(a_{k-1}(tau_k)^2 s_perp_k^2 + sigma_tau^2); sigma_tau exactly when c_{k-1} is attenuated to 0."""
+        tau = self.stages.turning_points[k - 1]
+        a = float(self.schedule.alpha(tau) * self.stages.attenuation(k - 1, torch.tensor(tau), self.schedule))
+        s_perp = self.complement_std[k - 1] if self.complement_std else 0.0
+        return math.sqrt(a**2 * s_perp**2 + float(self.schedule.sigma(tau)) ** 2)
 
     def reverse_step(
         self,
@@ -179,7 +225,7 @@ class DimensionVaryingProcess:
         z_s = self._step_in_stage(x_t, x0_hat, t, max(s, floor), k, eta, generator, noise)
         if k == 0 or s > floor:
             return z_s
-        x = self.cross_up(z_s, float(self.schedule.sigma(floor)), generator=generator)
+        x = self.cross_up(z_s, self.crossing_scale(k), generator=generator)
         if s == floor:
             return x
         # the grid straddles the turning point: the x0 estimate has no finer detail, use U x0_hat
@@ -197,3 +243,16 @@ class DimensionVaryingProcess:
                     strict=True)  # fmt: skip
         return sum(ddim_combine(cz, c0, step_coefficients(a_t, sigma_t, a_s, sigma_s), eta=eta, noise=cn)
                    for a_t, a_s, cz, c0, cn in parts)  # fmt: skip
+
+
+def estimate_complement_std(images: Sequence[Tensor] | Tensor, num_levels: int) -> tuple[float, ...]:
+    """s_perp_k for k = 1..K from data in [-1, 1]: the rms per dimension of c_{k-1}(x0), the
+    component dropped at tau_k (in its orthonormal coordinates, where it has 3/4 of the
+    dimensions of stage k-1). ``images``: (N, C, H, W), or a sequence of (C, H, W) images."""
+    x = torch.stack(list(images)) if not isinstance(images, Tensor) else images
+    if x.ndim != 4 or len(x) == 0:
+        raise ValueError(f"expected images of shape (N, C, H, W) with N >= 1, got {tuple(x.shape)}")
+    x = x.double()
+    dims = x[0].numel()
+    parts = components(x, num_levels)[:num_levels]  # c_0 .. c_{K-1}
+    return tuple(math.sqrt(float(c.pow(2).sum()) / (len(x) * dims * 0.75 / 4**j)) for j, c in enumerate(parts))

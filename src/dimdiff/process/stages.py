@@ -19,6 +19,8 @@ Windows (u = (t - start_j) / (tau_{j+1} - start_j) in [0, 1] inside the window):
     cosine   lambda = cos(pi u / 2)
     snr      lambda^2 = (SNR(t) - SNR(tau)) / (SNR(start) - SNR(tau)): the component's SNR
              lambda^2 SNR(t) falls from SNR(start) to exactly 0 at tau, smoothly in log-SNR
+    none     lambda = 1 throughout, no widths: the turning points are plain switch times and the
+             dropped components still carry signal there (subspace diffusion, DVDP.md section 8)
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Window(str, enum.Enum):
     LINEAR = "linear"
     COSINE = "cosine"
     SNR = "snr"
+    NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class Stages:
         taus = self.turning_points
         if any(not 0.0 < tau < 1.0 for tau in taus) or any(a >= b for a, b in zip(taus, taus[1:], strict=False)):
             raise ValueError(f"expected turning points strictly increasing in (0, 1), got {list(taus)}")
+        if self.window is Window.NONE:
+            if self.window_widths:
+                raise ValueError(f"expected no window widths without attenuation, got {list(self.window_widths)}")
+            return
         if len(self.window_widths) != len(taus):
             raise ValueError(f"expected one window width per turning point ({len(taus)}), "
                              f"got {len(self.window_widths)}")  # fmt: skip
@@ -71,10 +78,10 @@ class Stages:
     def attenuation(self, j: int, t: Tensor, schedule: Schedule | None = None) -> Tensor:
         """lambda_j(t), float64, same shape as t. The SNR window needs the base schedule."""
         t = torch.as_tensor(t, dtype=torch.float64)
-        if j == self.num_levels:
-            return torch.ones_like(t)
-        if not 0 <= j < self.num_levels:
+        if not 0 <= j <= self.num_levels:
             raise ValueError(f"expected a component index in 0..{self.num_levels}, got {j}")
+        if j == self.num_levels or self.window is Window.NONE:
+            return torch.ones_like(t)
         tau = self.turning_points[j]
         start = tau - self.window_widths[j]
         u = ((t - start) / (tau - start)).clamp(0.0, 1.0)
