@@ -46,7 +46,7 @@ def tiny_methods() -> list:
 def _forward_flops(config, batch: int) -> float:
     """FLOPs of one forward of the configured net on a batch, per image."""
     torch.manual_seed(0)
-    net = build_net(config.model, 1, config.data.resolution).eval()
+    net = build_net(config.model, 1, config.data.resolution, config.process.stages()).eval()
     x, t = torch.randn(batch, 1, config.data.resolution, config.data.resolution), torch.rand(batch)
     with torch.inference_mode():
         return count_flops(lambda: net(x, t)) / batch
@@ -71,7 +71,7 @@ def test_select_methods_keeps_reference_and_names_valid_keys(tiny_methods: list)
 
 def test_methods_that_differ_only_in_sampler_train_together(tiny_methods: list) -> None:
     groups = [[m.key for m in g] for g in training_groups(tiny_methods)]
-    assert groups == [["ddim", "ddpm"], ["dvdp-ddim", "dvdp-ddpm"]]
+    assert groups == [["ddim", "ddpm"], ["dvdp-ddim", "dvdp-ddpm"], ["subspace-ddim", "subspace-ddpm"]]
 
 
 # ----------------------------------------------------------------------------- timing helpers
@@ -94,8 +94,8 @@ def test_count_flops_includes_cpu_attention() -> None:
 def test_sampling_bench_tiny(tiny_methods: list) -> None:
     result = sampling_bench(tiny_methods, SamplingOptions(batch=2, repeats=2, warmup=0, peer=False))
     rows = {r["key"]: r for r in result["rows"]}
-    assert set(rows) == {"ddim", "ddpm", "dvdp-ddim", "dvdp-ddpm"}
-    for key in ("dvdp-ddim", "dvdp-ddpm"):  # one step per stage: 8, 4 and 2 px
+    assert set(rows) == {"ddim", "ddpm", "dvdp-ddim", "dvdp-ddpm", "subspace-ddim", "subspace-ddpm"}
+    for key in ("dvdp-ddim", "dvdp-ddpm", "subspace-ddim", "subspace-ddpm"):  # one step per stage: 8, 4 and 2 px
         dvdp = rows.pop(key)
         assert dvdp["nfe"] == 3 and dvdp["dimension_ratio"] == pytest.approx((1 + 1 / 4 + 1 / 16) / 3)
         assert dvdp["flops_ratio_to_ddim"] < 0.6
@@ -128,8 +128,10 @@ def test_sampling_peer_skipped_with_note_without_diffusers(tiny_methods: list, m
 # ----------------------------------------------------------------------------- training
 def test_training_bench_tiny(tiny_methods: list) -> None:
     result = training_bench(tiny_methods, TrainingOptions(batch=2, repeats=2, warmup=1, flop_batches=2))
-    row, dvdp = result["rows"]
-    assert dvdp["flops_ratio_to_ddim"] < 0.8 and dvdp["dimension_ratio"] < 0.8  # t decides the resolution
+    row, *staged = result["rows"]
+    assert [r["key"] for r in staged] == ["dvdp-ddim+dvdp-ddpm", "subspace-ddim+subspace-ddpm"]
+    for r in staged:  # t decides the resolution
+        assert r["flops_ratio_to_ddim"] < 0.8 and r["dimension_ratio"] < 0.8
     assert row["examples_per_s"] > 0 and row["flops_per_example"] > 0 and row["peak_memory_mb"] > 0
     assert row["forward_flops_per_example"] == _forward_flops(tiny_methods[0].config, 2)
     assert 2.0 <= row["training_over_forward_flops"] <= 4.0
@@ -170,12 +172,14 @@ def test_quality_bench_tiny_writes_json_and_plot(tmp_path: Path) -> None:
     assert _run_cli(argv) == 0
     result = json.loads((tmp_path / "out" / "quality.json").read_text())
     assert (tmp_path / "out" / "quality.png").stat().st_size > 0
-    keys = ["ddim", "ddpm", "dvdp-ddim", "dvdp-ddpm"]
+    keys = ["ddim", "ddpm", "dvdp-ddim", "dvdp-ddpm", "subspace-ddim", "subspace-ddpm"]
     assert [(r["key"], r["steps"]) for r in result["rows"]] == [(k, n) for k in keys for n in (3, 4)]
     for row in result["rows"]:
         assert row["samples"] == 32 and row["time_per_image_s"] > 0
         assert {"fd-digits", "swd_mean"} <= set(row["scores"])
-    assert len(result["training"]) == 2 and result["training"][0]["steps"] == 20  # one model per process
+    assert len(result["training"]) == 3 and result["training"][0]["steps"] == 20  # one model per process
+    subspace = json.loads((Path(result["training"][2]["checkpoint"]) / "config.json").read_text())
+    assert len(subspace["config"]["process"]["complement_std"]) == 2  # estimated from the digits when training began
     assert "git_commit" in result["environment"]
 
 

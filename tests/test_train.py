@@ -87,7 +87,8 @@ def test_loading_weights_of_another_architecture_is_a_clear_error(tmp_path):
     from dimdiff.build import build_net
 
     result = train(tiny(tmp_path, steps=3), progress=False)
-    wider = build_net(config_from_dict({"model": {**TINY["model"], "base_channels": 16}}).model, 1, 8)
+    wider_config = config_from_dict({"model": {**TINY["model"], "base_channels": 16}})
+    wider = build_net(wider_config.model, 1, 8, wider_config.process.stages())
     with pytest.raises(ckpt.CheckpointError, match="does not fit this model") as info:
         ckpt.load_state_dict_strict(wider, result.checkpoint / "model.safetensors")
     assert "shape mismatch" in str(info.value)
@@ -193,7 +194,7 @@ def test_a_scaled_step_whose_gradients_overflow_is_skipped_not_fatal(tmp_path):
     from dimdiff.train.distributed import DistInfo
     from dimdiff.train.loop import _build, _train_step
 
-    run, _ = _build(tiny(tmp_path, steps=5), torch.device("cpu"), DistInfo())
+    run, _ = _build(tiny(tmp_path, steps=5), torch.device("cpu"), DistInfo(), None)
     run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
     batches = iter(run.stream)
     _train_step(run, run.net, run.net, batches)

@@ -6,21 +6,31 @@ no class is ever looked up by a string.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from dimdiff.config import Config, ConfigError, ModelConfig, ProcessConfig, ProcessKind, SampleConfig, SamplerKind
 from dimdiff.data import DatasetName
 from dimdiff.nets.denoiser import Denoiser
+from dimdiff.nets.staged import StagedNet
 from dimdiff.nets.unet import UNet
-from dimdiff.process.dimension_varying import DimensionVaryingProcess
+from dimdiff.process.dimension_varying import DimensionVaryingProcess, estimate_complement_std
 from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.schedules import make_schedule
 from dimdiff.process.stages import Stages
 from dimdiff.samplers import adaptive_sample, ddim_sample, ddpm_sample
+from dimdiff.samplers.corrector import ComplementLangevin
 from dimdiff.samplers.ddim import Callback
 
-__all__ = ["build_process", "build_net", "build_denoiser", "run_sampler", "data_channels", "data_shape"]
+__all__ = [
+    "build_process", "build_net", "build_denoiser", "run_sampler", "data_channels", "data_shape",
+    "with_complement_std",
+]  # fmt: skip
+
+COMPLEMENT_STD_IMAGES = 5000  # training images that s_perp is estimated from (evenly spaced)
 
 
 def data_channels(config: Config) -> int:
@@ -38,10 +48,13 @@ Process = GaussianProcess | DimensionVaryingProcess
 def build_process(config: ProcessConfig, shape: tuple[int, int, int]) -> Process:
     if config.kind is ProcessKind.GAUSSIAN:
         return GaussianProcess(shape, make_schedule(config.schedule), config.num_steps)
-    if config.kind is ProcessKind.DVDP:
-        stages = Stages(tuple(config.turning_points), tuple(config.window_widths), config.window)
+    if config.kind in (ProcessKind.DVDP, ProcessKind.SUBSPACE):
+        if config.kind is ProcessKind.SUBSPACE and not config.complement_std:
+            raise ConfigError("process.complement_std: expected one value per turning point for subspace "
+                              "(training estimates them from the data), got none")  # fmt: skip
         try:
-            return DimensionVaryingProcess(shape, stages, make_schedule(config.schedule), config.num_steps)
+            return DimensionVaryingProcess(shape, config.stages(), make_schedule(config.schedule), config.num_steps,
+                                           complement_std=tuple(config.complement_std))  # fmt: skip
         except ValueError as exc:
             raise ConfigError(f"process.turning_points: {exc}") from None
     raise ValueError(f"expected a process kind in {[k.value for k in ProcessKind]}, got {config.kind!r}")
@@ -59,7 +72,19 @@ def attention_levels(config: ModelConfig, resolution: int) -> tuple[int, ...]:
     return tuple(sorted(sizes[r] for r in config.attention_resolutions))
 
 
-def build_net(config: ModelConfig, channels: int, resolution: int) -> UNet:
+def with_complement_std(config: Config, images: Sequence[Tensor]) -> Config:
+    """``config`` with process.complement_std estimated from ``images`` where subspace needs it
+    and none is given (else unchanged): at most COMPLEMENT_STD_IMAGES evenly spaced images."""
+    process = config.process
+    if process.kind is not ProcessKind.SUBSPACE or process.complement_std:
+        return config
+    step = max(1, len(images) // COMPLEMENT_STD_IMAGES)
+    picked = [images[i] for i in range(0, len(images), step)][:COMPLEMENT_STD_IMAGES]
+    std = estimate_complement_std(picked, len(process.turning_points))
+    return dataclasses.replace(config, process=dataclasses.replace(process, complement_std=std))
+
+
+def _unet(config: ModelConfig, channels: int, resolution: int, num_classes: int = 0) -> UNet:
     return UNet(
         in_channels=channels,
         out_channels=channels,
@@ -70,7 +95,24 @@ def build_net(config: ModelConfig, channels: int, resolution: int) -> UNet:
         num_heads=config.num_heads,
         dropout=config.dropout,
         scale_shift=config.scale_shift,
+        num_classes=num_classes,
     )
+
+
+def build_net(config: ModelConfig, channels: int, resolution: int, stages: Stages) -> nn.Module:
+    """The configured U-Net: one shared net, a shared net told the stage, or one net per stage
+    (``stages``: the process's, `ProcessConfig.stages()`; the gaussian process has one)."""
+    if not (config.stage_embedding or config.per_stage_nets):
+        return _unet(config, channels, resolution)
+    num_stages = stages.num_levels + 1
+    if num_stages == 1:
+        raise ConfigError("model.stage_embedding / model.per_stage_nets: expected a process with turning points "
+                          "(dvdp or subspace), got one stage")  # fmt: skip
+    if config.per_stage_nets:
+        nets = [_unet(config, channels, resolution) for _ in range(num_stages)]
+    else:
+        nets = [_unet(config, channels, resolution, num_classes=num_stages)]
+    return StagedNet(nets, stages.stage_of_batch, num_stages=num_stages)
 
 
 def build_denoiser(config: Config, net: nn.Module, process: Process) -> Denoiser:
@@ -95,17 +137,24 @@ def run_sampler(
 ) -> Tensor:
     """Draw n samples with the configured sampler, starting from the process's prior."""
     x_T = process.prior_sample(n, generator=generator, device=device)
+    corrector = None
+    if config.corrector_steps > 0:
+        if not isinstance(process, DimensionVaryingProcess):
+            raise ConfigError(f"sample.corrector_steps: expected 0 for a process that never crosses up "
+                              f"({type(process).__name__}), got {config.corrector_steps}")  # fmt: skip
+        corrector = ComplementLangevin(process, config.corrector_steps, config.corrector_snr)
     if config.sampler is SamplerKind.ADAPTIVE:
         bounds = torch.tensor([1.0, 0.0], dtype=torch.float64)
         return adaptive_sample(
             denoiser, process, x_T, bounds, base_step=config.base_step, min_step=config.min_step,
-            max_step=config.max_step, eta=config.eta, generator=generator, callback=callback,
+            max_step=config.max_step, eta=config.eta, generator=generator, callback=callback, corrector=corrector,
         )  # fmt: skip
     if config.steps > process.num_steps:
         raise ConfigError(f"sample.steps: expected at most process.num_steps = {process.num_steps}, got {config.steps}")
     ts = process.timesteps(config.steps, config.spacing)
     if config.sampler is SamplerKind.DDPM:
-        return ddpm_sample(denoiser, process, x_T, ts, generator=generator, callback=callback)
+        return ddpm_sample(denoiser, process, x_T, ts, generator=generator, callback=callback, corrector=corrector)
     if config.sampler is SamplerKind.DDIM:
-        return ddim_sample(denoiser, process, x_T, ts, eta=config.eta, generator=generator, callback=callback)
+        return ddim_sample(denoiser, process, x_T, ts, eta=config.eta, generator=generator, callback=callback,
+                           corrector=corrector)  # fmt: skip
     raise ValueError(f"expected a sampler in {[k.value for k in SamplerKind]}, got {config.sampler!r}")

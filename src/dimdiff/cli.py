@@ -110,7 +110,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         channels = data_channels(config)
         attention_levels(config.model, config.data.resolution)
         with torch.device("meta"):
-            net = build_net(config.model, channels, config.data.resolution)
+            net = build_net(config.model, channels, config.data.resolution, config.process.stages())
         print(dumps(config))
         print(f"model: UNet with {sum(p.numel() for p in net.parameters()):,} parameters "
               f"at {channels}x{config.data.resolution}x{config.data.resolution}")  # fmt: skip

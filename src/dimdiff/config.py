@@ -44,6 +44,7 @@ class ConfigError(ValueError):
 class ProcessKind(str, enum.Enum):
     GAUSSIAN = "gaussian"  # DDPM/DDIM variance-preserving baseline
     DVDP = "dvdp"  # dimensionality-varying diffusion: attenuate and drop detail components
+    SUBSPACE = "subspace"  # subspace diffusion: drop detail components unattenuated (approximate crossing)
 
 
 class LossWeighting(str, enum.Enum):
@@ -78,8 +79,13 @@ class ModelConfig:
     num_heads: int = 4  # attention heads
     dropout: float = 0.0  # dropout inside residual blocks
     scale_shift: bool = True  # time injection: scale-shift (ADM) or additive (DDPM)
+    stage_embedding: bool = False  # dvdp/subspace: the shared U-Net also learns an embedding of the stage
+    per_stage_nets: bool = False  # dvdp/subspace: one U-Net per stage (same architecture) instead of one shared
 
     def __post_init__(self) -> None:
+        _check(not (self.stage_embedding and self.per_stage_nets), "model.stage_embedding",
+               "false with model.per_stage_nets = true (each stage's own net already knows its stage)",
+               self.stage_embedding)  # fmt: skip
         _check(self.base_channels >= 1, "model.base_channels", "an integer >= 1", self.base_channels)
         _check(len(self.channel_mult) >= 1 and min(self.channel_mult) >= 1, "model.channel_mult",
                "a non-empty list of integers >= 1", list(self.channel_mult))  # fmt: skip
@@ -96,17 +102,40 @@ class ProcessConfig:
     turning_points: tuple[float, ...] = ()  # dvdp: tau_1 < ... < tau_K; the resolution halves at each
     window_widths: tuple[float, ...] = ()  # dvdp: attenuation window of component j ends at tau_{j+1}
     window: Window = Window.COSINE  # dvdp: shape of the attenuation (linear, cosine, snr)
+    # subspace: rms per dimension of each dropped component in the data (one per turning point);
+    # [] = estimated from the training data when training starts (and saved with the checkpoint)
+    complement_std: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self.num_steps >= 1, "process.num_steps", "an integer >= 1", self.num_steps)
         if self.kind is ProcessKind.GAUSSIAN:
             _check(not self.turning_points and not self.window_widths, "process.turning_points",
                    "none for the gaussian process (use process.kind = dvdp)", list(self.turning_points))  # fmt: skip
+        if self.kind is ProcessKind.DVDP:
+            _check(self.window is not Window.NONE, "process.window", "an attenuation window (linear, cosine or snr); "
+                   "without attenuation use process.kind = subspace", self.window.value)  # fmt: skip
+        if self.kind is ProcessKind.SUBSPACE:
+            _check(not self.window_widths, "process.window_widths", "none for subspace (no attenuation)",
+                   list(self.window_widths))  # fmt: skip
+            _check(bool(self.turning_points), "process.turning_points", "at least one switch time for subspace",
+                   list(self.turning_points))  # fmt: skip
         else:
+            _check(not self.complement_std, "process.complement_std", "none except for process.kind = subspace",
+                   list(self.complement_std))  # fmt: skip
+        if self.complement_std:
+            _check(len(self.complement_std) == len(self.turning_points) and min(self.complement_std) >= 0,
+                   "process.complement_std", f"{len(self.turning_points)} values >= 0 (one per turning point)",
+                   list(self.complement_std))  # fmt: skip
+        if self.kind is not ProcessKind.GAUSSIAN:
             try:
-                Stages(tuple(self.turning_points), tuple(self.window_widths), self.window)
+                self.stages()
             except ValueError as exc:
                 raise ConfigError(f"process.turning_points / process.window_widths: {exc}") from None
+
+    def stages(self) -> Stages:
+        """The turning points and windows (subspace: no attenuation)."""
+        window = Window.NONE if self.kind is ProcessKind.SUBSPACE else self.window
+        return Stages(tuple(self.turning_points), tuple(self.window_widths), window)
 
 
 @dataclass(frozen=True)
@@ -175,6 +204,8 @@ class SampleConfig:
     min_step: float = 0.005  # adaptive: smallest dt
     max_step: float = 0.05  # adaptive: largest dt
     use_ema: bool = True  # sample with the EMA weights
+    corrector_steps: int = 0  # dvdp/subspace: Langevin steps on the refilled complement after each upward crossing
+    corrector_snr: float = 0.1  # target signal-to-noise ratio r that sets the Langevin step size
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "sample.steps", "an integer >= 1", self.steps)
@@ -182,6 +213,8 @@ class SampleConfig:
         _check(0 < self.min_step <= self.max_step, "sample.min_step",
                f"a value in (0, sample.max_step = {self.max_step}]", self.min_step)  # fmt: skip
         _check(self.base_step > 0, "sample.base_step", "a value > 0", self.base_step)
+        _check(self.corrector_steps >= 0, "sample.corrector_steps", "an integer >= 0", self.corrector_steps)
+        _check(self.corrector_snr > 0, "sample.corrector_snr", "a value > 0", self.corrector_snr)
 
 
 @dataclass(frozen=True)
@@ -195,6 +228,12 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.sample.steps <= self.process.num_steps, "sample.steps",
                f"at most process.num_steps = {self.process.num_steps}", self.sample.steps)  # fmt: skip
+        staged = self.process.kind is not ProcessKind.GAUSSIAN
+        for key, on in (("model.stage_embedding", self.model.stage_embedding),
+                        ("model.per_stage_nets", self.model.per_stage_nets)):  # fmt: skip
+            _check(staged or not on, key, "false for the gaussian process (it has one stage)", on)
+        _check(staged or self.sample.corrector_steps == 0, "sample.corrector_steps",
+               "0 for the gaussian process (it never crosses up)", self.sample.corrector_steps)  # fmt: skip
 
 
 SECTIONS: dict[str, type] = {

@@ -41,7 +41,7 @@ def load_model(
     if use_ema is None:
         use_ema = info.config.sample.use_ema
     channels, resolution = info.data_shape[0], info.data_shape[1]
-    net = build_net(info.config.model, channels, resolution)
+    net = build_net(info.config.model, channels, resolution, info.config.process.stages())
     load_state_dict_strict(net, info.path / ("ema.safetensors" if use_ema else "model.safetensors"))
     device = torch.device(device)
     net = net.to(device).eval()

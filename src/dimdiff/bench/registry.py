@@ -14,12 +14,13 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dimdiff.build import data_channels  # re-exported for the bench modules
+from dimdiff.build import data_channels, with_complement_std  # data_channels: re-exported for the bench modules
 from dimdiff.config import Config, ConfigError, ProcessKind, SamplerKind, config_to_dict
+from dimdiff.data import load_dataset
 
 __all__ = [
     "REFERENCE_KEY", "METHOD_BUILDERS", "BenchMethod", "available_methods", "unregistered_kinds",
-    "select_methods", "reference_method", "training_groups", "data_channels",
+    "select_methods", "reference_method", "training_groups", "data_channels", "with_data_statistics",
 ]  # fmt: skip
 
 REFERENCE_KEY = "ddim"  # full-resolution DDIM (Gaussian process, eta = 0): the denominator of ratios
@@ -61,11 +62,40 @@ def _dvdp_methods(base: Config) -> list[BenchMethod]:
     ]
 
 
+def _subspace_methods(base: Config) -> list[BenchMethod]:
+    """Subspace diffusion (no attenuation, approximate crossing) at the same switch times as DVDP;
+    process.complement_std is estimated from the data where training or `with_data_statistics` needs it."""
+    taus = tuple(base.process.turning_points) or DVDP_DEFAULT_STAGES["turning_points"]
+    process = dataclasses.replace(base.process, kind=ProcessKind.SUBSPACE, turning_points=taus, window_widths=(),
+                                  complement_std=())  # fmt: skip
+    ddim = dataclasses.replace(base.sample, sampler=SamplerKind.DDIM, eta=0.0)
+    ddpm = dataclasses.replace(base.sample, sampler=SamplerKind.DDPM)
+    label = "/".join(f"{t:g}" for t in taus)
+    return [
+        BenchMethod("subspace-ddim", f"Subspace DDIM (switch {label})", dataclasses.replace(base, process=process,
+                                                                                            sample=ddim)),
+        BenchMethod("subspace-ddpm", f"Subspace ancestral (switch {label})", dataclasses.replace(base, process=process,
+                                                                                                sample=ddpm)),
+    ]  # fmt: skip
+
+
 # One entry per process kind; a new process adds `ProcessKind.X: _x_methods` here.
 METHOD_BUILDERS: dict[ProcessKind, Callable[[Config], list[BenchMethod]]] = {
     ProcessKind.GAUSSIAN: _gaussian_methods,
     ProcessKind.DVDP: _dvdp_methods,
+    ProcessKind.SUBSPACE: _subspace_methods,
 }
+
+
+def with_data_statistics(config: Config) -> Config:
+    """``config`` with what its process estimates from the configured data filled in (subspace:
+    process.complement_std from the training images), for benches that build a process untrained."""
+    if config.process.kind is not ProcessKind.SUBSPACE or config.process.complement_std:
+        return config
+    data = config.data
+    dataset = load_dataset(data.name, path=data.path, resolution=data.resolution, channels=data.channels,
+                           seed=config.train.seed, num_patches=data.num_patches)  # fmt: skip
+    return with_complement_std(config, dataset)
 
 
 def available_methods(base: Config) -> list[BenchMethod]:

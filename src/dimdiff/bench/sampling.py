@@ -27,7 +27,14 @@ from dimdiff.bench.peer import (
     diffusers_unet,
     load_diffusers,
 )
-from dimdiff.bench.registry import REFERENCE_KEY, BenchMethod, data_channels, reference_method, unregistered_kinds
+from dimdiff.bench.registry import (
+    REFERENCE_KEY,
+    BenchMethod,
+    data_channels,
+    reference_method,
+    unregistered_kinds,
+    with_data_statistics,
+)  # fmt: skip
 from dimdiff.bench.timing import count_flops, interleaved_times, median_ratio, peak_memory_mb
 from dimdiff.build import attention_levels, build_denoiser, build_net, build_process, data_shape, run_sampler
 from dimdiff.config import SampleConfig, SamplerKind, config_to_dict
@@ -65,11 +72,11 @@ def sampler_label(sample: SampleConfig) -> str:
 
 
 def _method_contestant(method: BenchMethod, options: SamplingOptions) -> Contestant:
-    config, device = method.config, torch.device(options.device)
+    config, device = with_data_statistics(method.config), torch.device(options.device)
     channels = data_channels(config)
     process = build_process(config.process, data_shape(config, channels))
     torch.manual_seed(options.seed)  # the same untrained weights for every method
-    net = build_net(config.model, channels, config.data.resolution).to(device).eval()
+    net = build_net(config.model, channels, config.data.resolution, config.process.stages()).to(device).eval()
     denoiser = build_denoiser(config, net, process)
 
     @torch.inference_mode()

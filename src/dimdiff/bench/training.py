@@ -23,7 +23,14 @@ import torch
 from torch import Tensor
 
 from dimdiff.bench.environment import environment_record
-from dimdiff.bench.registry import REFERENCE_KEY, BenchMethod, data_channels, training_groups, unregistered_kinds
+from dimdiff.bench.registry import (
+    REFERENCE_KEY,
+    BenchMethod,
+    data_channels,
+    training_groups,
+    unregistered_kinds,
+    with_data_statistics,
+)  # fmt: skip
 from dimdiff.bench.timing import count_flops, interleaved_times, peak_memory_mb
 from dimdiff.build import build_net, build_process, data_shape
 from dimdiff.config import Config, config_to_dict
@@ -49,11 +56,13 @@ class TrainingStep:
     """One method's training step on synthetic data; batch i is the same on every call."""
 
     def __init__(self, config: Config, batch: int, seed: int, device: torch.device) -> None:
+        config = with_data_statistics(config)
         self.config, self.batch, self.seed, self.device = config, batch, seed, device
         self.shape = data_shape(config, data_channels(config))
         self.process = build_process(config.process, self.shape)
         torch.manual_seed(seed)
-        self.net = build_net(config.model, self.shape[0], config.data.resolution).to(device).train()
+        stages = config.process.stages()
+        self.net = build_net(config.model, self.shape[0], config.data.resolution, stages).to(device).train()
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.train.lr)
         self.calls = 0  # batch index of the next timed step
 

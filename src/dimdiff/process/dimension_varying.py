@@ -67,12 +67,7 @@ class DimensionVaryingProcess:
 
     def stage_of(self, t: TimeLike) -> int:
         """The one stage of a time or a batch of times (a batch must not mix resolutions)."""
-        tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
-        k_lo, k_hi = self.stages.stage(float(tt.min())), self.stages.stage(float(tt.max()))
-        if k_lo != k_hi:
-            raise ValueError(f"expected a batch of times in one stage, got times in stages {k_lo} to {k_hi} "
-                             f"(turning points {list(self.stages.turning_points)})")  # fmt: skip
-        return k_lo
+        return self.stages.stage_of_batch(t)
 
     def timesteps(self, n: int, spacing: Spacing = Spacing.TRAILING) -> Tensor:
         """Steps per stage in proportion to its length, every turning point on the grid

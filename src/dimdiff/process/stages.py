@@ -99,6 +99,15 @@ class Stages:
         """k with tau_k < t <= tau_{k+1} (t = 0 is stage 0)."""
         return sum(1 for tau in self.turning_points if t > tau)
 
+    def stage_of_batch(self, t: Tensor | float) -> int:
+        """The one stage of a time or a batch of times (a batch must not mix resolutions)."""
+        tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        k_lo, k_hi = self.stage(float(tt.min())), self.stage(float(tt.max()))
+        if k_lo != k_hi:
+            raise ValueError(f"expected a batch of times in one stage, got times in stages {k_lo} to {k_hi} "
+                             f"(turning points {list(self.turning_points)})")  # fmt: skip
+        return k_lo
+
     def shape_at(self, t: float, data_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """(C, H / 2^k, W / 2^k) for the stage k of t."""
         c, h, w = data_shape

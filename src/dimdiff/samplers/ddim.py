@@ -3,6 +3,7 @@
 Both walk a timestep grid ``ts`` (t_n > ... > t_0 = 0) and call ``process.reverse_step``,
 which owns all the noise math (and, for dimension-varying processes, crosses turning points).
 eta = 1 draws from the DDPM posterior q(x_s | x_t, x0_hat); eta = 0 is deterministic DDIM.
+A ``corrector`` (e.g. `corrector.ComplementLangevin`) runs after every step that crossed up.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor
 
 from dimdiff.process.base import DiffusionProcess
+from dimdiff.samplers.corrector import Corrector
 
 __all__ = ["Denoiser", "Callback", "ddim_sample", "ddpm_sample"]
 
@@ -31,6 +33,7 @@ def ddim_sample(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
+    corrector: Corrector | None = None,
 ) -> Tensor:
     """Sample x_0 from x_T along ``ts`` (t_n > ... > t_0, normally t_0 = 0)."""
     if eta < 0:
@@ -42,7 +45,8 @@ def ddim_sample(
         x0_hat = denoiser(x, torch.full((batch,), t, device=x.device, dtype=torch.float64))
         if callback is not None:
             callback({"step": i, "t": t, "x_t": x, "x0_hat": x0_hat})
-        x = process.reverse_step(x, x0_hat, t, s, eta=eta, generator=generator)
+        x_s = process.reverse_step(x, x0_hat, t, s, eta=eta, generator=generator)
+        x = x_s if corrector is None or x_s.shape == x.shape else corrector(denoiser, x_s, s, generator)
     return x
 
 
@@ -54,6 +58,8 @@ def ddpm_sample(
     *,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
+    corrector: Corrector | None = None,
 ) -> Tensor:
     """Ancestral DDPM sampling: every step draws from the posterior (all steps, or respaced)."""
-    return ddim_sample(denoiser, process, x_T, ts, eta=1.0, generator=generator, callback=callback)
+    return ddim_sample(denoiser, process, x_T, ts, eta=1.0, generator=generator, callback=callback,
+                       corrector=corrector)  # fmt: skip

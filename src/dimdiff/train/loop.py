@@ -10,6 +10,7 @@ so a resumed run reproduces the losses of an uninterrupted one exactly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dimdiff import checkpoint as ckpt
-from dimdiff.build import build_denoiser, build_net, build_process, data_shape, run_sampler
-from dimdiff.config import Config, Device, Precision, dumps
+from dimdiff.build import build_denoiser, build_net, build_process, data_shape, run_sampler, with_complement_std
+from dimdiff.config import Config, Device, Precision, ProcessKind, dumps
 from dimdiff.data import load_dataset
 from dimdiff.images import plot_loss_curve, save_grid
 from dimdiff.train.batches import BatchStream
@@ -148,7 +149,19 @@ class _Run:
     step: int = 0
 
 
-def _build(config: Config, device: torch.device, dist_info: DistInfo) -> tuple[_Run, Any]:
+def _data_statistics(config: Config, dataset: Any, start: Path | None) -> Config:
+    """Fill in what the process estimates from the data (subspace: process.complement_std): from the
+    checkpoint being resumed, else from the training images."""
+    if config.process.kind is not ProcessKind.SUBSPACE or config.process.complement_std:
+        return config
+    if start is not None:
+        saved = ckpt.read_checkpoint_info(start).config.process.complement_std
+        process = dataclasses.replace(config.process, complement_std=saved)
+        return dataclasses.replace(config, process=process)
+    return with_complement_std(config, dataset)
+
+
+def _build(config: Config, device: torch.device, dist_info: DistInfo, start: Path | None) -> tuple[_Run, Any]:
     tc, data = config.train, config.data
     if tc.batch_size % (dist_info.world_size * tc.grad_accum):
         raise TrainingError(f"train.batch_size = {tc.batch_size} must be a multiple of processes x grad_accum "
@@ -156,8 +169,9 @@ def _build(config: Config, device: torch.device, dist_info: DistInfo) -> tuple[_
     dataset = load_dataset(data.name, path=data.path, resolution=data.resolution, channels=data.channels,
                            seed=tc.seed, num_patches=data.num_patches, skip_bad_files=data.skip_bad_files)  # fmt: skip
     shape = data_shape(config, dataset.channels)
+    config = _data_statistics(config, dataset, start)
     torch.manual_seed(tc.seed)  # initial weights
-    net = build_net(config.model, dataset.channels, data.resolution).to(device)
+    net = build_net(config.model, dataset.channels, data.resolution, config.process.stages()).to(device)
     if tc.channels_last:
         net = net.to(memory_format=torch.channels_last)
     micro = tc.batch_size // (dist_info.world_size * tc.grad_accum)
@@ -257,13 +271,18 @@ def _train_step(run: _Run, model: nn.Module, forward: Any, batches: Any) -> tupl
 def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: str | None,
            progress: bool, echo: Any) -> TrainResult:  # fmt: skip
     tc, main, out_dir = config.train, dist_info.is_main, Path(config.train.out_dir)
-    run, dataset = _build(config, device, dist_info)
     start = _resume_path(resume, out_dir)
+    run, dataset = _build(config, device, dist_info, start)
+    config = run.config  # with what was estimated from the data
+    if main and config.process.complement_std and start is None:
+        echo(f"process.complement_std estimated from the data: {[round(s, 5) for s in config.process.complement_std]}")
     if start is not None:
         _restore(run, start)
         if main:
             echo(f"resumed from {start} at step {run.step}")
-    model: nn.Module = DistributedDataParallel(run.net) if dist_info.enabled else run.net
+    # per-stage nets: a batch trains one stage's net, the others get no gradient
+    ddp = {"find_unused_parameters": config.model.per_stage_nets}
+    model: nn.Module = DistributedDataParallel(run.net, **ddp) if dist_info.enabled else run.net
     forward = torch.compile(model) if tc.compile else model
     log = MetricsLog(out_dir / "metrics.jsonl", resume_step=run.step if start is not None else None) if main else None
     if main:
