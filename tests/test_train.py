@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dimdiff import checkpoint as ckpt
-from dimdiff.config import config_from_dict
+from dimdiff.config import ProcessKind, config_from_dict
 from dimdiff.train import loop
 from dimdiff.train.loop import TrainingError, train
 
@@ -180,6 +180,61 @@ def test_dvdp_trains_resumes_exactly_and_samples_at_full_resolution(tmp_path):
     assert type(model.process).__name__ == "DimensionVaryingProcess" and model.process.shape_at(1.0) == (1, 4, 4)
     images = generate(model, 3, seed=0)
     assert images.shape == (3, 1, 16, 16) and images.abs().max() <= 1.0
+
+
+VARIANTS = {
+    "stage-embedding": ({"stage_embedding": True}, {}),
+    "per-stage-nets": ({"per_stage_nets": True}, {}),
+    "subspace": ({}, {"kind": ProcessKind.SUBSPACE, "window_widths": ()}),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_staged_variants_train_resume_exactly_and_sample(tmp_path, variant):
+    """A shared U-Net told the stage, one U-Net per stage, and subspace diffusion (whose s_perp is
+    estimated from the data at the start, saved with the checkpoint and reused on resume)."""
+    import dataclasses
+
+    from dimdiff.generate import generate, load_model
+    from dimdiff.nets.staged import StagedNet
+
+    model_keys, process_keys = VARIANTS[variant]
+
+    def config(where, **train_overrides):
+        base = _dvdp(where, **train_overrides)
+        return dataclasses.replace(base, model=dataclasses.replace(base.model, **model_keys),
+                                   process=dataclasses.replace(base.process, **process_keys))  # fmt: skip
+
+    whole = train(config(tmp_path / "a", steps=6, checkpoint_every=3), progress=False)
+    train(config(tmp_path / "b", steps=3, checkpoint_every=3), progress=False)
+    resumed = train(config(tmp_path / "b", steps=6, checkpoint_every=3), resume="auto", progress=False)
+    assert resumed.losses == whole.losses[3:] and all(torch.isfinite(torch.tensor(whole.losses)))
+    model = load_model(whole.checkpoint)
+    assert isinstance(model.denoiser.net, StagedNet) == (variant != "subspace")
+    if variant == "per-stage-nets":
+        assert len(model.denoiser.net.nets) == 3
+    if variant == "subspace":
+        std = model.info.config.process.complement_std
+        assert len(std) == 2 and 0 < std[0] < 1 and model.process.complement_std == std
+    images = generate(model, 2, seed=0)
+    assert images.shape == (2, 1, 16, 16) and images.abs().max() <= 1.0 + 1e-6  # components recombined in fp32
+
+
+def test_subspace_samples_with_the_langevin_corrector(tmp_path):
+    import dataclasses
+
+    from dimdiff.generate import generate, load_model
+
+    base = _dvdp(tmp_path, steps=2, checkpoint_every=2)
+    process = dataclasses.replace(base.process, kind=ProcessKind.SUBSPACE, window_widths=())
+    result = train(dataclasses.replace(base, process=process), progress=False)
+    model = load_model(result.checkpoint)
+    calls = []
+    model.denoiser.register_forward_hook(lambda module, args, out: calls.append(tuple(args[0].shape)))
+    sample = dataclasses.replace(model.info.config.sample, steps=6, corrector_steps=2)
+    images = generate(model, 2, seed=0, sample=sample)
+    assert images.shape == (2, 1, 16, 16)
+    assert calls.count((2, 1, 8, 8)) == 2 + 2 and calls.count((2, 1, 16, 16)) == 2 + 2  # steps + corrector
 
 
 def test_resuming_a_finished_run_only_redraws_its_pictures(tmp_path):

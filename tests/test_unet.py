@@ -166,3 +166,52 @@ def test_input_memory_format_does_not_matter() -> None:
         y = net(x, t)
         y_nhwc = net(x.contiguous(memory_format=torch.channels_last), t)
     torch.testing.assert_close(y_nhwc, y)
+
+
+# ----------------------------------------------------------------------------- networks per stage
+def _staged(per_stage: bool):
+    from dimdiff.build import build_net
+    from dimdiff.config import ModelConfig
+    from dimdiff.process.stages import Stages
+
+    model = ModelConfig(base_channels=8, channel_mult=(1, 2), attention_resolutions=(), per_stage_nets=per_stage,
+                        stage_embedding=not per_stage)  # fmt: skip
+    torch.manual_seed(0)
+    return build_net(model, 1, 16, Stages((0.3, 0.6), (0.2, 0.2)))
+
+
+def test_per_stage_nets_route_each_batch_to_its_stage_only():
+    net = _staged(per_stage=True)
+    assert len(net.nets) == 3
+    for k, (t, size) in enumerate([(0.2, 16), (0.5, 8), (0.9, 4)]):
+        for p in net.parameters():
+            p.grad = None
+        x = torch.randn(2, 1, size, size)
+        net(x, torch.full((2,), t)).sum().backward()
+        touched = [any(p.grad is not None for p in sub.parameters()) for sub in net.nets]
+        assert touched == [j == k for j in range(3)]
+        torch.testing.assert_close(net(x, torch.full((2,), t)), net.nets[k](x, torch.full((2,), t)))
+    with pytest.raises(ValueError, match="expected a batch of times in one stage"):
+        net(torch.randn(2, 1, 16, 16), torch.tensor([0.2, 0.5]))
+
+
+def test_a_shared_net_told_the_stage_depends_on_it():
+    net = _staged(per_stage=False)
+    assert len(net.nets) == 1 and net.nets[0].num_classes == 3
+    with torch.no_grad():  # zero-initialised output layers: make every path count
+        for p in net.parameters():
+            p.normal_(0.0, 0.2)
+    x = torch.randn(2, 1, 8, 8)
+    labels = torch.ones(2, dtype=torch.long)  # t = 0.5 is stage 1
+    torch.testing.assert_close(net(x, torch.full((2,), 0.5)), net.nets[0](x, torch.full((2,), 0.5), labels))
+    other = net.nets[0](x, torch.full((2,), 0.5), labels * 2)
+    assert not torch.allclose(net(x, torch.full((2,), 0.5)), other)
+
+
+def test_stage_options_need_turning_points():
+    from dimdiff.build import build_net
+    from dimdiff.config import ConfigError, ModelConfig
+    from dimdiff.process.stages import Stages
+
+    with pytest.raises(ConfigError, match="expected a process with turning points"):
+        build_net(ModelConfig(per_stage_nets=True), 1, 16, Stages((), ()))

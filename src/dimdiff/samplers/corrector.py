@@ -5,7 +5,7 @@ switch time and is refilled with N(0, (alpha^2 s_perp^2 + sigma^2) I). A few Lan
 that complement alone, with the coarse part held fixed, move it towards p_s(complement | coarse):
 
     g = (I - P) grad log p_s(x)   (Tweedie: per component (a_j c_j(x0_hat) - c_j(x)) / sigma_s^2)
-    n = (I - P) N(0, I),  delta = 2 (r ||n|| / ||g||)^2 per image (r: the target SNR)
+    n = (I - P) N(0, I),  delta = 2 (r mean||n|| / mean||g||)^2 over the batch (r: the target SNR)
     x <- x + delta g + sqrt(2 delta) n
 
 P = U D is the projection onto the coarse level just left, so D x never changes. The step-size
@@ -48,8 +48,10 @@ class ComplementLangevin:
             g = score - project(score, 1)
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             n = noise - project(noise, 1)
-            g_norm = g.reshape(batch, -1).norm(dim=1).clamp_min(1e-12)
-            n_norm = n.reshape(batch, -1).norm(dim=1)
-            delta = (2 * (self.snr * n_norm / g_norm) ** 2).reshape(-1, *([1] * (x.ndim - 1)))  # (B, 1, 1, 1)
+            # one step size for the batch, from its mean norms: a per-image ratio of norms is heavy-tailed
+            # when the complement has few dimensions
+            g_norm = g.reshape(batch, -1).norm(dim=1).mean().clamp_min(1e-12)
+            n_norm = n.reshape(batch, -1).norm(dim=1).mean()
+            delta = 2 * (self.snr * n_norm / g_norm) ** 2
             x = x + delta * g + torch.sqrt(2 * delta) * n
         return x
