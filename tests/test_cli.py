@@ -48,6 +48,21 @@ def test_other_samplers_from_the_cli(trained, tmp_path, sampler):
                  "--out", str(tmp_path), "--no-images"]) == 0  # fmt: skip
 
 
+def test_the_corrector_from_the_cli_needs_a_process_that_crosses_up(trained, tmp_path, capsys):
+    assert main(["sample", "--checkpoint", str(trained), "--n", "2", "--steps", "4", "--corrector-steps", "2",
+                 "--out", str(tmp_path), "--no-images"]) == 2  # fmt: skip
+    assert "sample.corrector_steps: expected 0 for a process that never crosses up" in capsys.readouterr().err
+    out = tmp_path / "sub"
+    args = ["train", "--config", "configs/digits32_subspace.toml", "--no-progress", f"train.out_dir={out}",
+            "train.steps=2", "train.batch_size=4", "train.sample_n=2", "sample.steps=3", "model.base_channels=8",
+            "data.resolution=16", "model.attention_resolutions=[4]"]  # fmt: skip
+    assert main(args) == 0
+    assert "process.complement_std estimated from the data" in capsys.readouterr().out
+    assert main(["sample", "--checkpoint", str(out), "--n", "2", "--steps", "3", "--corrector-steps", "2",
+                 "--corrector-snr", "0.2", "--out", str(tmp_path / "s")]) == 0  # fmt: skip
+    assert (tmp_path / "s" / "grid.png").is_file()
+
+
 def test_bad_inputs_give_clear_errors(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -347,3 +347,21 @@ def test_subspace_crossing_is_exact_when_the_complement_is_white_with_the_estima
         torch.testing.assert_close(cov, empirical_moments(x_tau)[1], atol=0.02, rtol=0)
     with pytest.raises(ValueError, match="expected 1 complement standard deviations"):
         DimensionVaryingProcess((1, 4, 4), Stages((tau,), (), Window.NONE), complement_std=(0.1, 0.2))
+
+
+def test_a_step_straddling_a_subspace_switch_estimates_the_detail_by_its_posterior_mean():
+    """Past a switch mid-step, the x0 estimate one level finer gets the detail E[c | x_tau] under the
+    crossing's model (c ~ N(0, s_perp^2)): the residual is uncorrelated with the observed detail.
+    Under attenuation the detail is pure noise and the estimate is U x0_hat alone."""
+    s_perp, n, tau = 0.4, 200_000, 0.3
+    p = DimensionVaryingProcess((1, 4, 4), Stages((tau,), (), Window.NONE), complement_std=(s_perp,))
+    detail = torch.randn(n, 1, 4, 4, generator=g(0), dtype=torch.float64)
+    c = s_perp * (detail - project(detail, 1))
+    noise = torch.randn(n, 1, 4, 4, generator=g(1), dtype=torch.float64)
+    x = p.schedule.alpha(tau).item() * c + p.schedule.sigma(tau).item() * (noise - project(noise, 1))
+    coarse = torch.zeros(n, 1, 2, 2, dtype=torch.float64)
+    residual = c - p._x0_after_crossing(x, coarse, 1)
+    assert abs((residual * x).mean().item()) < 1e-3 < (c * x).mean().item()
+    dvdp = process(shape=(1, 4, 4))
+    zeros = torch.zeros(4, 1, 4, 4, dtype=torch.float64)
+    torch.testing.assert_close(dvdp._x0_after_crossing(x[:4], coarse[:4], 1), zeros)

@@ -5,6 +5,7 @@ import torch
 
 from dimdiff import checkpoint as ckpt
 from dimdiff.config import ProcessKind, config_from_dict
+from dimdiff.process.stages import Window
 from dimdiff.train import loop
 from dimdiff.train.loop import TrainingError, train
 
@@ -185,7 +186,7 @@ def test_dvdp_trains_resumes_exactly_and_samples_at_full_resolution(tmp_path):
 VARIANTS = {
     "stage-embedding": ({"stage_embedding": True}, {}),
     "per-stage-nets": ({"per_stage_nets": True}, {}),
-    "subspace": ({}, {"kind": ProcessKind.SUBSPACE, "window_widths": ()}),
+    "subspace": ({}, {"kind": ProcessKind.SUBSPACE, "window_widths": (), "window": Window.NONE}),
 }
 
 
@@ -226,7 +227,7 @@ def test_subspace_samples_with_the_langevin_corrector(tmp_path):
     from dimdiff.generate import generate, load_model
 
     base = _dvdp(tmp_path, steps=2, checkpoint_every=2)
-    process = dataclasses.replace(base.process, kind=ProcessKind.SUBSPACE, window_widths=())
+    process = dataclasses.replace(base.process, kind=ProcessKind.SUBSPACE, window_widths=(), window=Window.NONE)
     result = train(dataclasses.replace(base, process=process), progress=False)
     model = load_model(result.checkpoint)
     calls = []
@@ -235,6 +236,17 @@ def test_subspace_samples_with_the_langevin_corrector(tmp_path):
     images = generate(model, 2, seed=0, sample=sample)
     assert images.shape == (2, 1, 16, 16)
     assert calls.count((2, 1, 8, 8)) == 2 + 2 and calls.count((2, 1, 16, 16)) == 2 + 2  # steps + corrector
+
+
+def test_resuming_another_kind_of_run_as_subspace_names_the_differences(tmp_path):
+    import dataclasses
+
+    base = _dvdp(tmp_path, steps=2, checkpoint_every=2)
+    train(base, progress=False)
+    process = dataclasses.replace(base.process, kind=ProcessKind.SUBSPACE, window_widths=(), window=Window.NONE)
+    with pytest.raises(ckpt.CheckpointError, match="made with another setup") as info:
+        train(dataclasses.replace(base, process=process), resume="auto", progress=False)
+    assert "process.kind: checkpoint 'dvdp', config 'subspace'" in str(info.value)
 
 
 def test_resuming_a_finished_run_only_redraws_its_pictures(tmp_path):

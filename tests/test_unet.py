@@ -191,8 +191,13 @@ def test_per_stage_nets_route_each_batch_to_its_stage_only():
         touched = [any(p.grad is not None for p in sub.parameters()) for sub in net.nets]
         assert touched == [j == k for j in range(3)]
         torch.testing.assert_close(net(x, torch.full((2,), t)), net.nets[k](x, torch.full((2,), t)))
-    with pytest.raises(ValueError, match="expected a batch of times in one stage"):
-        net(torch.randn(2, 1, 16, 16), torch.tensor([0.2, 0.5]))
+    # at a turning point the state is already at the finer resolution (and float32(0.3) > 0.3):
+    # the resolution, not t, picks the net
+    for tau, size, k in ((0.3, 16, 0), (0.6, 8, 1)):
+        x, t = torch.randn(2, 1, size, size), torch.full((2,), tau, dtype=torch.float32)
+        torch.testing.assert_close(net(x, t), net.nets[k](x, t))
+    with pytest.raises(ValueError, match=r"expected a state of height in \[16, 8, 4\]"):
+        net(torch.randn(2, 1, 12, 12), torch.full((2,), 0.2))
 
 
 def test_a_shared_net_told_the_stage_depends_on_it():

@@ -112,7 +112,7 @@ def build_net(config: ModelConfig, channels: int, resolution: int, stages: Stage
         nets = [_unet(config, channels, resolution) for _ in range(num_stages)]
     else:
         nets = [_unet(config, channels, resolution, num_classes=num_stages)]
-    return StagedNet(nets, stages.stage_of_batch, num_stages=num_stages)
+    return StagedNet(nets, resolution=resolution, num_stages=num_stages)
 
 
 def build_denoiser(config: Config, net: nn.Module, process: Process) -> Denoiser:

@@ -85,6 +85,9 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=[k.value for k in SamplerKind], default=None)
     p.add_argument("--eta", type=float, default=None, help="DDIM eta (0 deterministic)")
     p.add_argument("--spacing", choices=[s.value for s in Spacing], default=None, help="timestep grid")
+    p.add_argument("--corrector-steps", type=int, default=None,
+                   help="dvdp/subspace: Langevin steps on the refilled detail after each upward crossing")
+    p.add_argument("--corrector-snr", type=float, default=None, help="target SNR of the Langevin step size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
 
@@ -95,7 +98,7 @@ def _sample_config(args: argparse.Namespace, base: SampleConfig) -> SampleConfig
 
     return sample_config_with(
         base,
-        steps=args.steps, eta=args.eta,
+        steps=args.steps, eta=args.eta, corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr,
         sampler=SamplerKind(args.sampler) if args.sampler else None,
         spacing=Spacing(args.spacing) if args.spacing else None,
     )  # fmt: skip
@@ -112,7 +115,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         with torch.device("meta"):
             net = build_net(config.model, channels, config.data.resolution, config.process.stages())
         print(dumps(config))
-        print(f"model: UNet with {sum(p.numel() for p in net.parameters()):,} parameters "
+        nets = f"{len(config.process.stages().boundaries()) - 1} UNets (one per stage)" \
+            if config.model.per_stage_nets else "UNet"  # fmt: skip
+        print(f"model: {nets} with {sum(p.numel() for p in net.parameters()):,} parameters "
               f"at {channels}x{config.data.resolution}x{config.data.resolution}")  # fmt: skip
         return 0
     from dimdiff.train.loop import train

@@ -101,8 +101,9 @@ class ProcessConfig:
     parameterization: Parameterization = Parameterization.EPS  # what the network predicts
     turning_points: tuple[float, ...] = ()  # dvdp: tau_1 < ... < tau_K; the resolution halves at each
     window_widths: tuple[float, ...] = ()  # dvdp: attenuation window of component j ends at tau_{j+1}
-    window: Window = Window.COSINE  # dvdp: shape of the attenuation (linear, cosine, snr)
-    # subspace: rms per dimension of each dropped component in the data (one per turning point);
+    window: Window = Window.COSINE  # dvdp: shape of the attenuation (linear, cosine, snr); subspace: none
+    # subspace: s_perp, rms per dimension of each dropped component of the data (one per turning
+    # point), for data in [-1, 1] in orthonormal pooled coordinates (twice a value for [0, 1] pixels);
     # [] = estimated from the training data when training starts (and saved with the checkpoint)
     complement_std: tuple[float, ...] = ()
 
@@ -115,6 +116,8 @@ class ProcessConfig:
             _check(self.window is not Window.NONE, "process.window", "an attenuation window (linear, cosine or snr); "
                    "without attenuation use process.kind = subspace", self.window.value)  # fmt: skip
         if self.kind is ProcessKind.SUBSPACE:
+            _check(self.window is Window.NONE, "process.window", "none for subspace (no attenuation)",
+                   self.window.value)  # fmt: skip
             _check(not self.window_widths, "process.window_widths", "none for subspace (no attenuation)",
                    list(self.window_widths))  # fmt: skip
             _check(bool(self.turning_points), "process.turning_points", "at least one switch time for subspace",
@@ -133,9 +136,8 @@ class ProcessConfig:
                 raise ConfigError(f"process.turning_points / process.window_widths: {exc}") from None
 
     def stages(self) -> Stages:
-        """The turning points and windows (subspace: no attenuation)."""
-        window = Window.NONE if self.kind is ProcessKind.SUBSPACE else self.window
-        return Stages(tuple(self.turning_points), tuple(self.window_widths), window)
+        """The turning points and attenuation windows (one stage for the gaussian process)."""
+        return Stages(tuple(self.turning_points), tuple(self.window_widths), self.window)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from dimdiff.build import data_channels, with_complement_std  # data_channels: re-exported for the bench modules
 from dimdiff.config import Config, ConfigError, ProcessKind, SamplerKind, config_to_dict
 from dimdiff.data import load_dataset
+from dimdiff.process.stages import Window
 
 __all__ = [
     "REFERENCE_KEY", "METHOD_BUILDERS", "BenchMethod", "available_methods", "unregistered_kinds",
@@ -67,7 +68,7 @@ def _subspace_methods(base: Config) -> list[BenchMethod]:
     process.complement_std is estimated from the data where training or `with_data_statistics` needs it."""
     taus = tuple(base.process.turning_points) or DVDP_DEFAULT_STAGES["turning_points"]
     process = dataclasses.replace(base.process, kind=ProcessKind.SUBSPACE, turning_points=taus, window_widths=(),
-                                  complement_std=())  # fmt: skip
+                                  window=Window.NONE, complement_std=())  # fmt: skip
     ddim = dataclasses.replace(base.sample, sampler=SamplerKind.DDIM, eta=0.0)
     ddpm = dataclasses.replace(base.sample, sampler=SamplerKind.DDPM)
     label = "/".join(f"{t:g}" for t in taus)
@@ -94,7 +95,8 @@ def with_data_statistics(config: Config) -> Config:
         return config
     data = config.data
     dataset = load_dataset(data.name, path=data.path, resolution=data.resolution, channels=data.channels,
-                           seed=config.train.seed, num_patches=data.num_patches)  # fmt: skip
+                           seed=config.train.seed, num_patches=data.num_patches,
+                           skip_bad_files=data.skip_bad_files)  # fmt: skip
     return with_complement_std(config, dataset)
 
 

@@ -7,6 +7,7 @@ shape of the state at each t and crosses resolution changes inside ``reverse_ste
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -15,9 +16,10 @@ from torch import Tensor
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.timesteps import Spacing
 
-__all__ = ["DiffusionProcess", "TimeLike", "broadcast_time"]
+__all__ = ["CrossHook", "DiffusionProcess", "TimeLike", "broadcast_time"]
 
 TimeLike = Tensor | float
+CrossHook = Callable[[Tensor, float], Tensor]  # (state just after an upward crossing, tau) -> state to go on from
 
 
 @runtime_checkable
@@ -67,9 +69,11 @@ class DiffusionProcess(Protocol):
         eta: float = 1.0,
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
+        on_cross: CrossHook | None = None,
     ) -> Tensor:
         """One step from time t to time s < t given an x0 estimate (eta = 1: ancestral DDPM
-        posterior; eta = 0: deterministic DDIM)."""
+        posterior; eta = 0: deterministic DDIM). Where the step crosses a resolution change, the
+        state just after it goes through ``on_cross`` (processes that never cross ignore it)."""
         ...
 
     def log_snr(self, t: TimeLike) -> Tensor:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from dimdiff.ops.pool import components, pool, project, unpool
-from dimdiff.process.base import TimeLike, broadcast_time
+from dimdiff.process.base import CrossHook, TimeLike, broadcast_time
 from dimdiff.process.gaussian import _expand, ddim_combine, step_coefficients
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.schedules import LinearBetaSchedule, Schedule
@@ -193,13 +193,29 @@ class DimensionVaryingProcess:
         n = torch.randn(shape, generator=generator, device=z.device, dtype=z.dtype) if noise is None else noise
         return unpool(z) + scale * (n - project(n, 1))
 
-    def crossing_scale(self, k: int) -> float:
-        """Standard deviation of the complement refilled at tau_k (stage k -> k-1), per dimension:
-        sqrt(a_{k-1}(tau_k)^2 s_perp_k^2 + sigma_tau^2); sigma_tau exactly when c_{k-1} is attenuated to 0."""
+    def _complement_model(self, k: int) -> tuple[float, float, float]:
+        """(a, s_perp, sigma) at tau_k for the component dropped there: its detail in x_tau is
+        a c + sigma n with c ~ N(0, s_perp^2) per dimension (a = 0 under attenuation)."""
         tau = self.stages.turning_points[k - 1]
         a = float(self.schedule.alpha(tau) * self.stages.attenuation(k - 1, torch.tensor(tau), self.schedule))
         s_perp = self.complement_std[k - 1] if self.complement_std else 0.0
-        return math.sqrt(a**2 * s_perp**2 + float(self.schedule.sigma(tau)) ** 2)
+        return a, s_perp, float(self.schedule.sigma(tau))
+
+    def crossing_scale(self, k: int) -> float:
+        """Standard deviation of the complement refilled at tau_k (stage k -> k-1), per dimension:
+        sqrt(a_{k-1}(tau_k)^2 s_perp_k^2 + sigma_tau^2); sigma_tau exactly when c_{k-1} is attenuated to 0."""
+        a, s_perp, sigma = self._complement_model(k)
+        return math.sqrt(a**2 * s_perp**2 + sigma**2)
+
+    def _x0_after_crossing(self, x: Tensor, x0_hat: Tensor, k: int) -> Tensor:
+        """The x0 estimate one level finer, just after crossing tau_k: U x0_hat plus the detail's
+        posterior mean a s_perp^2 / (a^2 s_perp^2 + sigma^2) (I - P) x under the crossing's model
+        (0 under attenuation, where the detail is pure noise)."""
+        a, s_perp, sigma = self._complement_model(k)
+        x0_up = unpool(x0_hat)
+        if a * s_perp == 0.0:
+            return x0_up
+        return x0_up + a * s_perp**2 / (a**2 * s_perp**2 + sigma**2) * (x - project(x, 1))
 
     def reverse_step(
         self,
@@ -211,7 +227,10 @@ class DimensionVaryingProcess:
         eta: float = 1.0,
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
+        on_cross: CrossHook | None = None,
     ) -> Tensor:
+        """One step s <- t; on reaching a turning point tau the state crosses up (fresh noise) and
+        ``on_cross(x, tau)``, if given, may refine it (e.g. Langevin steps) before the step goes on."""
         t, s = float(t), float(s)
         if s >= t:
             raise ValueError(f"reverse_step expects s < t, got t={t}, s={s}")
@@ -221,10 +240,14 @@ class DimensionVaryingProcess:
         if k == 0 or s > floor:
             return z_s
         x = self.cross_up(z_s, self.crossing_scale(k), generator=generator)
+        if on_cross is not None:
+            x = on_cross(x, floor)
         if s == floor:
             return x
-        # the grid straddles the turning point: the x0 estimate has no finer detail, use U x0_hat
-        return self.reverse_step(x, unpool(x0_hat), floor, s, eta=eta, generator=generator)
+        # the grid straddles the turning point: finish the step one level finer, the x0 estimate's
+        # missing detail taken from the crossing's model
+        x0_up = self._x0_after_crossing(x, x0_hat, k)
+        return self.reverse_step(x, x0_up, floor, s, eta=eta, generator=generator, on_cross=on_cross)
 
     def _step_in_stage(self, z_t: Tensor, x0_hat: Tensor, t: float, s: float, k: int, eta: float,
                        generator: torch.Generator | None, noise: Tensor | None) -> Tensor:  # fmt: skip

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from dimdiff.process import parameterization as P
-from dimdiff.process.base import TimeLike, broadcast_time
+from dimdiff.process.base import CrossHook, TimeLike, broadcast_time
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.schedules import LinearBetaSchedule, Schedule
 from dimdiff.process.timesteps import Spacing, timesteps
@@ -129,6 +129,7 @@ class GaussianProcess:
         eta: float = 1.0,
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
+        on_cross: CrossHook | None = None,  # never called: the dimension never changes
     ) -> Tensor:
         c = self._step_coefficients(t, s, x_t)
         return ddim_combine(x_t, x0_hat, c, eta=eta, generator=generator, noise=noise)

@@ -15,7 +15,7 @@ from torch import Tensor
 from dimdiff.ops.complexity import complexity_score
 from dimdiff.process.base import DiffusionProcess
 from dimdiff.samplers.corrector import Corrector
-from dimdiff.samplers.ddim import Callback, Denoiser
+from dimdiff.samplers.ddim import Callback, Denoiser, cross_hook
 
 __all__ = ["adaptive_step", "adaptive_sample"]
 
@@ -52,7 +52,7 @@ def adaptive_sample(
         s = max(t - adaptive_step(x0_hat, base_step, min_step, max_step), t_end)
         if callback is not None:
             callback({"step": step, "t": t, "x_t": x, "x0_hat": x0_hat, "s": s})
-        x_s = process.reverse_step(x, x0_hat, t, s, eta=eta, generator=generator)
-        x = x_s if corrector is None or x_s.shape == x.shape else corrector(denoiser, x_s, s, generator)
+        x = process.reverse_step(x, x0_hat, t, s, eta=eta, generator=generator,
+                                 on_cross=cross_hook(corrector, denoiser, generator))  # fmt: skip
         t, step = s, step + 1
     return x

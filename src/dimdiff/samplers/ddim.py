@@ -3,7 +3,8 @@
 Both walk a timestep grid ``ts`` (t_n > ... > t_0 = 0) and call ``process.reverse_step``,
 which owns all the noise math (and, for dimension-varying processes, crosses turning points).
 eta = 1 draws from the DDPM posterior q(x_s | x_t, x0_hat); eta = 0 is deterministic DDIM.
-A ``corrector`` (e.g. `corrector.ComplementLangevin`) runs after every step that crossed up.
+A ``corrector`` (e.g. `corrector.ComplementLangevin`) refines the state wherever the process
+crosses up (the process calls it back; the sampler never sees the dimension change).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dimdiff.process.base import DiffusionProcess
+from dimdiff.process.base import CrossHook, DiffusionProcess
 from dimdiff.samplers.corrector import Corrector
 
 __all__ = ["Denoiser", "Callback", "ddim_sample", "ddpm_sample"]
@@ -45,9 +46,16 @@ def ddim_sample(
         x0_hat = denoiser(x, torch.full((batch,), t, device=x.device, dtype=torch.float64))
         if callback is not None:
             callback({"step": i, "t": t, "x_t": x, "x0_hat": x0_hat})
-        x_s = process.reverse_step(x, x0_hat, t, s, eta=eta, generator=generator)
-        x = x_s if corrector is None or x_s.shape == x.shape else corrector(denoiser, x_s, s, generator)
+        x = process.reverse_step(x, x0_hat, t, s, eta=eta, generator=generator,
+                                 on_cross=cross_hook(corrector, denoiser, generator))  # fmt: skip
     return x
+
+
+def cross_hook(corrector: Corrector | None, denoiser: Denoiser, generator: torch.Generator | None) -> CrossHook | None:
+    """The process's on_cross callback that runs ``corrector`` with this sampler's denoiser."""
+    if corrector is None:
+        return None
+    return lambda x, tau: corrector(denoiser, x, tau, generator)
 
 
 def ddpm_sample(

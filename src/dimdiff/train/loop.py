@@ -155,9 +155,11 @@ def _data_statistics(config: Config, dataset: Any, start: Path | None) -> Config
     if config.process.kind is not ProcessKind.SUBSPACE or config.process.complement_std:
         return config
     if start is not None:
-        saved = ckpt.read_checkpoint_info(start).config.process.complement_std
-        process = dataclasses.replace(config.process, complement_std=saved)
-        return dataclasses.replace(config, process=process)
+        saved = ckpt.read_checkpoint_info(start).config
+        process = dataclasses.replace(config.process, complement_std=saved.process.complement_std)
+        filled = dataclasses.replace(config, process=process)
+        ckpt.check_compatible(saved, filled, start)  # another kind of run: say so before building anything
+        return filled
     return with_complement_std(config, dataset)
 
 
@@ -272,9 +274,10 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
            progress: bool, echo: Any) -> TrainResult:  # fmt: skip
     tc, main, out_dir = config.train, dist_info.is_main, Path(config.train.out_dir)
     start = _resume_path(resume, out_dir)
+    estimating = not config.process.complement_std and start is None
     run, dataset = _build(config, device, dist_info, start)
     config = run.config  # with what was estimated from the data
-    if main and config.process.complement_std and start is None:
+    if main and estimating and config.process.complement_std:
         echo(f"process.complement_std estimated from the data: {[round(s, 5) for s in config.process.complement_std]}")
     if start is not None:
         _restore(run, start)
