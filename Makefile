@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test install lint bench bench-dvdp clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ bench: $(VENV)/.installed
 	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench sampling
 	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench training
 	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench quality
+
+# DVDP against DDPM (and subspace diffusion) at equal training steps on 32 px data: the README's quality tables
+DVDP_QUALITY := data.resolution=32 'model.attention_resolutions=[8]' process.parameterization=v --steps 20,50,100 --threads 1
+bench-dvdp: $(VENV)/.installed
+	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench sampling --steps 100 --repeats 5 --methods dvdp-ddim,subspace-ddim
+	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench training --methods dvdp-ddim,subspace-ddim
+	OMP_NUM_THREADS=1 $(VENV)/bin/dimdiff bench quality $(DVDP_QUALITY) --train-steps 2500 --datasets digits \
+		--methods ddpm,dvdp-ddim,dvdp-ddpm,subspace-ddim,subspace-ddpm --out benchmarks/results/quality_digits32
+	OMP_NUM_THREADS=1 $(VENV)/bin/dimdiff bench quality $(DVDP_QUALITY) --train-steps 1500 --datasets patches \
+		--methods ddpm,dvdp-ddim,dvdp-ddpm --out benchmarks/results/quality_patches32
 
 clean:
 	rm -rf $(VENV) runs

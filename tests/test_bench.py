@@ -177,6 +177,9 @@ def test_quality_bench_tiny_writes_json_and_plot(tmp_path: Path) -> None:
     for row in result["rows"]:
         assert row["samples"] == 32 and row["time_per_image_s"] > 0
         assert {"fd-digits", "swd_mean"} <= set(row["scores"])
+    per_scale = [k for k in result["rows"][0]["scores"] if k.startswith("swd_") and k != "swd_mean"]
+    header = (tmp_path / "out" / "quality.md").read_text().splitlines()[2]
+    assert per_scale and all(f" {k} " in header for k in per_scale)  # SWD per scale in the table
     assert len(result["training"]) == 3 and result["training"][0]["steps"] == 20  # one model per process
     subspace = json.loads((Path(result["training"][2]["checkpoint"]) / "config.json").read_text())
     assert len(subspace["config"]["process"]["complement_std"]) == 2  # estimated from the digits when training began

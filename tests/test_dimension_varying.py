@@ -365,3 +365,18 @@ def test_a_step_straddling_a_subspace_switch_estimates_the_detail_by_its_posteri
     dvdp = process(shape=(1, 4, 4))
     zeros = torch.zeros(4, 1, 4, 4, dtype=torch.float64)
     torch.testing.assert_close(dvdp._x0_after_crossing(x[:4], coarse[:4], 1), zeros)
+
+
+def test_the_training_loss_of_a_reduced_state_is_the_projected_full_resolution_loss():
+    """diffusion_loss sums over the stage-k state and divides by dim(x0): by Parseval this is the
+    full-resolution per-pixel loss of U_k (pred - target), so no stage is weighted 4^k."""
+    from dimdiff.ops.pool import unpool
+    from dimdiff.train.losses import diffusion_loss
+
+    pred, target = (torch.randn(3, 2, 4, 4, generator=g(i), dtype=torch.float64) for i in range(2))
+    weight = torch.ones(3, dtype=torch.float64)
+    loss, _ = diffusion_loss(pred, target, weight, data_dim=2 * 16 * 16)
+    full = unpool(unpool(pred - target))  # (3, 2, 16, 16)
+    torch.testing.assert_close(loss.double(), full.pow(2).mean(), rtol=1e-6, atol=0)
+    same, _ = diffusion_loss(full, torch.zeros_like(full), weight)
+    torch.testing.assert_close(loss, same, rtol=1e-6, atol=0)

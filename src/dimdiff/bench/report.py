@@ -82,11 +82,11 @@ def training_table(result: dict[str, Any]) -> str:
 
 
 def _score_columns(rows: list[dict[str, Any]]) -> list[str]:
-    """Score keys shown in the table: all but KID's spread and the per-scale SWD values."""
+    """Score keys shown in the table: all but KID's spread; SWD per scale (finest first) after its mean."""
     keys: list[str] = []
     for row in rows:
-        keys += [k for k in row["scores"] if k not in keys and (k == "swd_mean" or not k.startswith("swd_"))]
-    return [k for k in keys if k != "kid_std"]
+        keys += [k for k in row["scores"] if k not in keys and k != "kid_std"]
+    return sorted(keys, key=lambda k: k.startswith("swd_") and k != "swd_mean")  # stable: per-scale SWD last
 
 
 def quality_table(result: dict[str, Any]) -> str:

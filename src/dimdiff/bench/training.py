@@ -79,7 +79,8 @@ class TrainingStep:
         x_in = x_t.contiguous(memory_format=torch.channels_last) if tc.channels_last else x_t
         with torch.set_grad_enabled(backward):
             pred = self.net(x_in, t.float())  # (b, C', H', W')
-            loss, _ = diffusion_loss(pred, target, weight, x0=x0, complexity_lambda=tc.complexity_lambda)
+            loss, _ = diffusion_loss(pred, target, weight, x0=x0, complexity_lambda=tc.complexity_lambda,
+                                     data_dim=x0[0].numel())  # fmt: skip
             if backward:
                 loss.backward()
         return loss.detach(), x_t[0].numel()

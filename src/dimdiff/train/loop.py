@@ -251,7 +251,8 @@ def _train_step(run: _Run, model: nn.Module, forward: Any, batches: Any) -> tupl
         with (contextlib.nullcontext() if sync else model.no_sync()), _autocast(tc.precision, run.device):
             x_in = x_t.contiguous(memory_format=torch.channels_last) if tc.channels_last else x_t
             pred = forward(x_in, t.float())  # (b, C', H', W')
-            loss, parts = diffusion_loss(pred, target, weight, x0=x0, complexity_lambda=tc.complexity_lambda)
+            loss, parts = diffusion_loss(pred, target, weight, x0=x0, complexity_lambda=tc.complexity_lambda,
+                                         data_dim=x0[0].numel())  # fmt: skip
         run.scaler.scale(loss / tc.grad_accum).backward()
         step_loss += loss.item() / tc.grad_accum
     if reduce_flag(not math.isfinite(step_loss), run.dist, run.device):

@@ -1,7 +1,12 @@
 """The training loss: a weighted squared error on the network's target, plus an optional
 complexity-weighted L1 term.
 
-    loss = mean_b[ w(t_b) * mean((pred - target)^2) ]  +  lambda * mean(C(x0) * |pred - target|)
+    loss = mean_b[ w(t_b) * ||pred - target||^2 / dim(x0) ]  +  lambda * mean(C(x0) * |pred - target|)
+
+The squared error is summed over the state and divided by the clean data's dimension: the mean
+per pixel for a full-resolution state, and for a reduced state (DVDP stage k, orthonormal
+coordinates) exactly the projected full-resolution error by Parseval (DVDP.md section 6). A mean
+over the reduced state instead would weight stage k by 4^k.
 
 w(t) for min-SNR-gamma (Hang et al. 2023), with SNR = alpha_t^2 / sigma_t^2, expressed for each
 parameterization so that all three weight the implied x0 error by min(SNR, gamma):
@@ -45,10 +50,12 @@ def diffusion_loss(
     *,
     x0: Tensor | None = None,
     complexity_lambda: float = 0.0,
+    data_dim: int | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Scalar loss and its parts for logging. pred, target (B, C, H, W); weight (B,)."""
-    error = pred.float() - target.float()  # (B, C, H, W)
-    per_example = error.pow(2).mean(dim=(1, 2, 3))  # (B,)
+    """Scalar loss and its parts for logging. pred, target (B, C, h, w) in the state's coordinates;
+    weight (B,); data_dim: C * H * W of the clean data (None: the state's own dimension)."""
+    error = pred.float() - target.float()  # (B, C, h, w)
+    per_example = error.pow(2).sum(dim=(1, 2, 3)) / (data_dim or error[0].numel())  # (B,)
     mse = (weight.to(per_example.dtype) * per_example).mean()
     parts = {"mse": float(per_example.detach().mean())}
     if complexity_lambda <= 0:
