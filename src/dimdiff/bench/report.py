@@ -116,7 +116,7 @@ def quality_plot(result: dict[str, Any], path: str | Path, metric: str | None = 
     from dimdiff.bench.quality import LOWER_IS_BETTER
 
     datasets = list(dict.fromkeys(r["dataset"] for r in result["rows"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(8 * len(datasets), 4), dpi=110, squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         rows = [r for r in result["rows"] if r["dataset"] == dataset]
         key = metric or rows[0]["headline"]
@@ -135,7 +135,7 @@ def quality_plot(result: dict[str, Any], path: str | Path, metric: str | None = 
         ax.xaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
         ax.tick_params(axis="x", which="both", labelsize=8)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # beside the data
     fig.suptitle(machine_summary(result["environment"]), fontsize=8)
     fig.tight_layout()
     path = Path(path)
