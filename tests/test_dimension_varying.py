@@ -380,3 +380,32 @@ def test_the_training_loss_of_a_reduced_state_is_the_projected_full_resolution_l
     torch.testing.assert_close(loss.double(), full.pow(2).mean(), rtol=1e-6, atol=0)
     same, _ = diffusion_loss(full, torch.zeros_like(full), weight)
     torch.testing.assert_close(loss, same, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("t", [0.05, 0.35, 0.9])  # outside every attenuation window: one gain for all components
+def test_a_uniform_gain_skips_the_decomposition_with_the_same_result(t, monkeypatch):
+    p, s = process(), t - 0.02
+    x0 = torch.randn(3, 1, 8, 8, generator=g(0), dtype=torch.float64)
+    tt = torch.full((3,), t, dtype=torch.float64)
+    eps = torch.randn((3, *p.shape_at(t)), generator=g(1), dtype=torch.float64)
+    z = torch.randn((3, *p.shape_at(t)), generator=g(2), dtype=torch.float64)
+
+    def everything():
+        z_t = p.forward_sample(x0, tt, eps)
+        targets = [p.training_target(x0, eps, tt, kind) for kind in Parameterization]
+        x0s = [p.x0_from_prediction(z_t, eps, tt, kind) for kind in Parameterization]
+        x0_hat = pool(x0, p.stages.stage(t))
+        steps = [p.reverse_step(z_t, x0_hat, t, s, eta=eta, noise=z) for eta in (0.0, 1.0)]
+        return [z_t, *targets, *x0s, *steps, p.score(z_t, x0_hat, t), p.forward_transition(z_t, s - 0.01, t, z)]
+
+    fast = everything()
+    k = p.stages.stage(t)
+    (gains,), split = p._parts(k, p.gains(t, k, x0))
+    assert len(gains) == 1 and len(split(z)) == 1  # the state is not decomposed
+
+    def always_split(self, k, *gain_lists):
+        return list(gain_lists), lambda v: self._split(v, k)
+
+    monkeypatch.setattr(DimensionVaryingProcess, "_parts", always_split)
+    for a, b in zip(fast, everything(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)

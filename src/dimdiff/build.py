@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from dimdiff.config import Config, ConfigError, ModelConfig, ProcessConfig, ProcessKind, SampleConfig, SamplerKind
-from dimdiff.data import DatasetName
+from dimdiff.data import DatasetName, ImageDataset, load_dataset
 from dimdiff.nets.denoiser import Denoiser
 from dimdiff.nets.staged import StagedNet
 from dimdiff.nets.unet import UNet
@@ -27,7 +27,7 @@ from dimdiff.samplers.ddim import Callback
 
 __all__ = [
     "build_process", "build_net", "build_denoiser", "run_sampler", "data_channels", "data_shape",
-    "with_complement_std",
+    "with_complement_std", "needs_complement_std", "training_data",
 ]  # fmt: skip
 
 COMPLEMENT_STD_IMAGES = 5000  # training images that s_perp is estimated from (evenly spaced)
@@ -72,11 +72,24 @@ def attention_levels(config: ModelConfig, resolution: int) -> tuple[int, ...]:
     return tuple(sorted(sizes[r] for r in config.attention_resolutions))
 
 
+def training_data(config: Config) -> ImageDataset:
+    """The configured training images."""
+    data = config.data
+    return load_dataset(data.name, path=data.path, resolution=data.resolution, channels=data.channels,
+                        seed=config.train.seed, num_patches=data.num_patches,
+                        skip_bad_files=data.skip_bad_files)  # fmt: skip
+
+
+def needs_complement_std(config: Config) -> bool:
+    """Whether the process still has to estimate s_perp from the data (subspace without it)."""
+    return config.process.kind is ProcessKind.SUBSPACE and not config.process.complement_std
+
+
 def with_complement_std(config: Config, images: Sequence[Tensor]) -> Config:
     """``config`` with process.complement_std estimated from ``images`` where subspace needs it
     and none is given (else unchanged): at most COMPLEMENT_STD_IMAGES evenly spaced images."""
     process = config.process
-    if process.kind is not ProcessKind.SUBSPACE or process.complement_std:
+    if not needs_complement_std(config):
         return config
     step = max(1, len(images) // COMPLEMENT_STD_IMAGES)
     picked = [images[i] for i in range(0, len(images), step)][:COMPLEMENT_STD_IMAGES]

@@ -14,9 +14,13 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dimdiff.build import data_channels, with_complement_std  # data_channels: re-exported for the bench modules
+from dimdiff.build import (  # data_channels: re-exported for the bench modules
+    data_channels,
+    needs_complement_std,
+    training_data,
+    with_complement_std,
+)  # fmt: skip
 from dimdiff.config import Config, ConfigError, ProcessKind, SamplerKind, config_to_dict
-from dimdiff.data import load_dataset
 from dimdiff.process.stages import Window
 
 __all__ = [
@@ -91,13 +95,7 @@ METHOD_BUILDERS: dict[ProcessKind, Callable[[Config], list[BenchMethod]]] = {
 def with_data_statistics(config: Config) -> Config:
     """``config`` with what its process estimates from the configured data filled in (subspace:
     process.complement_std from the training images), for benches that build a process untrained."""
-    if config.process.kind is not ProcessKind.SUBSPACE or config.process.complement_std:
-        return config
-    data = config.data
-    dataset = load_dataset(data.name, path=data.path, resolution=data.resolution, channels=data.channels,
-                           seed=config.train.seed, num_patches=data.num_patches,
-                           skip_bad_files=data.skip_bad_files)  # fmt: skip
-    return with_complement_std(config, dataset)
+    return with_complement_std(config, training_data(config)) if needs_complement_std(config) else config
 
 
 def available_methods(base: Config) -> list[BenchMethod]:

@@ -26,13 +26,13 @@ below ``eps_tolerance`` are predicted as x0 instead (never dividing by a vanishi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from dimdiff.ops.pool import components, pool, project, unpool
+from dimdiff.ops.pool import components, components_low, pool, project_complement, unpool
 from dimdiff.process.base import CrossHook, TimeLike, broadcast_time
 from dimdiff.process.gaussian import _expand, ddim_combine, step_coefficients
 from dimdiff.process.parameterization import Parameterization
@@ -105,15 +105,24 @@ class DimensionVaryingProcess:
 
     def _split(self, z: Tensor, k: int) -> list[Tensor]:
         """The components of a stage-k state (comp_0 .. comp_{K-k})."""
-        return components(z, self.stages.num_levels - k)
+        return components_low(z, self.stages.num_levels - k)
+
+    def _parts(self, k: int, *gain_lists: list[Tensor]) -> tuple[list[list[Tensor]], Callable[[Tensor], list[Tensor]]]:
+        """The gains per part and how to split a stage-k state into those parts: its components,
+        or the state whole where every list has one gain for all components (outside the
+        attenuation windows, and always without attenuation): the components sum to the state,
+        so the per-component formulas then hold for it as a whole, without decomposing it."""
+        if all(torch.equal(a, gains[0]) for gains in gain_lists for a in gains[1:]):
+            return [gains[:1] for gains in gain_lists], lambda z: [z]
+        return list(gain_lists), lambda z: self._split(z, k)
 
     # ----------------------------------------------------------------- forward process
     def forward_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         k = self.stage_of(t)
         z0 = pool(x0, k)  # (B, C, H/2^k, W/2^k)
         sigma = _expand(self.schedule.sigma(broadcast_time(t, x0)), x0)
-        gains = self.gains(t, k, x0)
-        signal = sum(_expand(a, x0) * c for a, c in zip(gains, self._split(z0, k), strict=True))
+        (gains,), split = self._parts(k, self.gains(t, k, x0))
+        signal = sum(_expand(a, x0) * c for a, c in zip(gains, split(z0), strict=True))
         return signal + sigma * noise  # (B, C, H/2^k, W/2^k)
 
     def noise_like(self, x0: Tensor, t: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
@@ -128,8 +137,8 @@ class DimensionVaryingProcess:
             raise ValueError(f"forward_transition expects s < t, got s={s}, t={t}")
         k_s, k_t = self.stages.stage(s), self.stages.stage(t)
         sigma_s, sigma_t = self.schedule.sigma(torch.tensor(s, dtype=torch.float64)), self.schedule.sigma(t)
-        parts = zip(self.gains(t, k_s, z_s), self.gains(s, k_s, z_s), self._split(z_s, k_s), self._split(noise, k_s),
-                    strict=True)  # fmt: skip
+        (gains_t, gains_s), split = self._parts(k_s, self.gains(t, k_s, z_s), self.gains(s, k_s, z_s))
+        parts = zip(gains_t, gains_s, split(z_s), split(noise), strict=True)
         z_t = 0
         for a_t, a_s, cz, cn in parts:
             c = step_coefficients(a_t, sigma_t, a_s, sigma_s)
@@ -141,7 +150,8 @@ class DimensionVaryingProcess:
         (exact when x0_hat = E[z0 | z_t]); both in the reduced coordinates of stage(t)."""
         k = self.stages.stage(t)
         sigma2 = float(self.schedule.sigma(t)) ** 2
-        parts = zip(self.gains(t, k, z_t), self._split(z_t, k), self._split(x0_hat, k), strict=True)
+        (gains,), split = self._parts(k, self.gains(t, k, z_t))
+        parts = zip(gains, split(z_t), split(x0_hat), strict=True)
         return sum((_expand(a, z_t) * c0 - cz) / sigma2 for a, cz, c0 in parts)
 
     # ----------------------------------------------------------------- parameterizations
@@ -157,7 +167,8 @@ class DimensionVaryingProcess:
             return z0
         sigma = self.schedule.sigma(broadcast_time(t, x0))
         parts = []
-        for a, c0, ce in zip(self.gains(t, k, x0), self._split(z0, k), self._split(noise, k), strict=True):
+        (gains,), split = self._parts(k, self.gains(t, k, x0))
+        for a, c0, ce in zip(gains, split(z0), split(noise), strict=True):
             if kind is Parameterization.EPS:
                 parts.append(torch.where(_expand(a, x0) >= self.eps_tolerance, ce, c0))
             elif kind is Parameterization.V:
@@ -173,7 +184,8 @@ class DimensionVaryingProcess:
         k = self.stage_of(t)
         sigma = self.schedule.sigma(broadcast_time(t, x_t))
         parts = []
-        for a, cx, cp in zip(self.gains(t, k, x_t), self._split(x_t, k), self._split(prediction, k), strict=True):
+        (gains,), split = self._parts(k, self.gains(t, k, x_t))
+        for a, cx, cp in zip(gains, split(x_t), split(prediction), strict=True):
             if kind is Parameterization.EPS:
                 alive = _expand(a, x_t) >= self.eps_tolerance
                 safe_a = _expand(torch.where(a >= self.eps_tolerance, a, 1.0), x_t)
@@ -191,7 +203,7 @@ class DimensionVaryingProcess:
         """One level finer: x = U z + scale (n - U D n), so that D x = z exactly."""
         shape = (z.shape[0], z.shape[1], 2 * z.shape[2], 2 * z.shape[3])
         n = torch.randn(shape, generator=generator, device=z.device, dtype=z.dtype) if noise is None else noise
-        return unpool(z) + scale * (n - project(n, 1))
+        return unpool(z) + scale * project_complement(n, 1)
 
     def _complement_model(self, k: int) -> tuple[float, float, float]:
         """(a, s_perp, sigma) at tau_k for the component dropped there: its detail in x_tau is
@@ -215,7 +227,7 @@ class DimensionVaryingProcess:
         x0_up = unpool(x0_hat)
         if a * s_perp == 0.0:
             return x0_up
-        return x0_up + a * s_perp**2 / (a**2 * s_perp**2 + sigma**2) * (x - project(x, 1))
+        return x0_up + a * s_perp**2 / (a**2 * s_perp**2 + sigma**2) * project_complement(x, 1)
 
     def reverse_step(
         self,
@@ -256,9 +268,9 @@ class DimensionVaryingProcess:
             noise = torch.randn(z_t.shape, generator=generator, device=z_t.device, dtype=z_t.dtype)
         # components are orthogonal projections, so comp_j(eps_hat) = (comp_j(z_t) - a_j(t) comp_j(x0_hat)) / sigma_t:
         # each component takes exactly the Gaussian DDIM(eta) step with its own gain a_j
-        parts = zip(self.gains(t, k, z_t), self.gains(s, k, z_t), self._split(z_t, k), self._split(x0_hat, k),
-                    self._split(noise, k) if noise is not None else [None] * (self.stages.num_levels - k + 1),
-                    strict=True)  # fmt: skip
+        (gains_t, gains_s), split = self._parts(k, self.gains(t, k, z_t), self.gains(s, k, z_t))
+        noises = split(noise) if noise is not None else [None] * len(gains_t)
+        parts = zip(gains_t, gains_s, split(z_t), split(x0_hat), noises, strict=True)
         return sum(ddim_combine(cz, c0, step_coefficients(a_t, sigma_t, a_s, sigma_s), eta=eta, noise=cn)
                    for a_t, a_s, cz, c0, cn in parts)  # fmt: skip
 

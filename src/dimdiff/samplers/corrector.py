@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dimdiff.ops.pool import project
+from dimdiff.ops.pool import project_complement
 from dimdiff.process.dimension_varying import DimensionVaryingProcess
 
 __all__ = ["ComplementLangevin", "Corrector"]
@@ -45,9 +45,8 @@ class ComplementLangevin:
         times = torch.full((batch,), s, device=x.device, dtype=torch.float64)
         for _ in range(self.steps):
             score = self.process.score(x, denoiser(x, times), s)  # (B, C, h, w)
-            g = score - project(score, 1)
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            n = noise - project(noise, 1)
+            g = project_complement(score, 1)
+            n = project_complement(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype), 1)
             # one step size for the batch, from its mean norms: a per-image ratio of norms is heavy-tailed
             # when the complement has few dimensions
             g_norm = g.reshape(batch, -1).norm(dim=1).mean().clamp_min(1e-12)

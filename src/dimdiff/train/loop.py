@@ -23,9 +23,17 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dimdiff import checkpoint as ckpt
-from dimdiff.build import build_denoiser, build_net, build_process, data_shape, run_sampler, with_complement_std
-from dimdiff.config import Config, Device, Precision, ProcessKind, dumps
-from dimdiff.data import load_dataset
+from dimdiff.build import (
+    build_denoiser,
+    build_net,
+    build_process,
+    data_shape,
+    needs_complement_std,
+    run_sampler,
+    training_data,
+    with_complement_std,
+)  # fmt: skip
+from dimdiff.config import Config, Device, Precision, dumps
 from dimdiff.images import plot_loss_curve, save_grid
 from dimdiff.train.batches import BatchStream
 from dimdiff.train.distributed import (
@@ -152,7 +160,7 @@ class _Run:
 def _data_statistics(config: Config, dataset: Any, start: Path | None) -> Config:
     """Fill in what the process estimates from the data (subspace: process.complement_std): from the
     checkpoint being resumed, else from the training images."""
-    if config.process.kind is not ProcessKind.SUBSPACE or config.process.complement_std:
+    if not needs_complement_std(config):
         return config
     if start is not None:
         saved = ckpt.read_checkpoint_info(start).config
@@ -168,8 +176,7 @@ def _build(config: Config, device: torch.device, dist_info: DistInfo, start: Pat
     if tc.batch_size % (dist_info.world_size * tc.grad_accum):
         raise TrainingError(f"train.batch_size = {tc.batch_size} must be a multiple of processes x grad_accum "
                             f"= {dist_info.world_size} x {tc.grad_accum}")  # fmt: skip
-    dataset = load_dataset(data.name, path=data.path, resolution=data.resolution, channels=data.channels,
-                           seed=tc.seed, num_patches=data.num_patches, skip_bad_files=data.skip_bad_files)  # fmt: skip
+    dataset = training_data(config)
     shape = data_shape(config, dataset.channels)
     config = _data_statistics(config, dataset, start)
     torch.manual_seed(tc.seed)  # initial weights
@@ -275,7 +282,7 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
            progress: bool, echo: Any) -> TrainResult:  # fmt: skip
     tc, main, out_dir = config.train, dist_info.is_main, Path(config.train.out_dir)
     start = _resume_path(resume, out_dir)
-    estimating = not config.process.complement_std and start is None
+    estimating = needs_complement_std(config) and start is None
     run, dataset = _build(config, device, dist_info, start)
     config = run.config  # with what was estimated from the data
     if main and estimating and config.process.complement_std:
