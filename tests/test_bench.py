@@ -40,7 +40,7 @@ SAMPLING_KEYS = ("time_per_image_s", "flops_per_image", "nfe", "peak_memory_mb",
 
 @pytest.fixture(scope="module")
 def tiny_methods() -> list:
-    return available_methods(config_from_dict(TINY))
+    return select_methods(available_methods(config_from_dict(TINY)), None)  # the default ones
 
 
 def _forward_flops(config, batch: int) -> float:
@@ -67,6 +67,17 @@ def test_select_methods_keeps_reference_and_names_valid_keys(tiny_methods: list)
     assert [m.key for m in select_methods(tiny_methods, ["ddpm"])] == ["ddim", "ddpm"]
     with pytest.raises(ConfigError, match="ddim"):
         select_methods(tiny_methods, ["nope"])
+
+
+def test_per_stage_dvdp_runs_only_when_named_and_trains_apart() -> None:
+    everything = available_methods(config_from_dict(TINY))
+    assert "dvdp-perstage-ddim" not in [m.key for m in select_methods(everything, None)]
+    named = select_methods(everything, ["dvdp-ddpm", "dvdp-perstage-ddim", "dvdp-perstage-ddpm"])
+    assert [m.key for m in named] == ["ddim", "dvdp-ddpm", "dvdp-perstage-ddim", "dvdp-perstage-ddpm"]
+    assert [m.config.model.per_stage_nets for m in named] == [False, False, True, True]
+    assert named[2].config.process == named[1].config.process
+    groups = [[m.key for m in g] for g in training_groups(named)]
+    assert groups == [["ddim"], ["dvdp-ddpm"], ["dvdp-perstage-ddim", "dvdp-perstage-ddpm"]]
 
 
 def test_methods_that_differ_only_in_sampler_train_together(tiny_methods: list) -> None:

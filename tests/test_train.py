@@ -187,13 +187,15 @@ VARIANTS = {
     "stage-embedding": ({"stage_embedding": True}, {}),
     "per-stage-nets": ({"per_stage_nets": True}, {}),
     "subspace": ({}, {"kind": ProcessKind.SUBSPACE, "window_widths": (), "window": Window.NONE}),
+    "orthonormal-units": ({"pixel_units": False}, {}),
 }
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_staged_variants_train_resume_exactly_and_sample(tmp_path, variant):
-    """A shared U-Net told the stage, one U-Net per stage, and subspace diffusion (whose s_perp is
-    estimated from the data at the start, saved with the checkpoint and reused on resume)."""
+    """A shared U-Net told the stage, one U-Net per stage, a shared one in orthonormal coordinates
+    (not pixel units), and subspace diffusion (whose s_perp is estimated from the data at the
+    start, saved with the checkpoint and reused on resume)."""
     import dataclasses
 
     from dimdiff.generate import generate, load_model
@@ -211,7 +213,8 @@ def test_staged_variants_train_resume_exactly_and_sample(tmp_path, variant):
     resumed = train(config(tmp_path / "b", steps=6, checkpoint_every=3), resume="auto", progress=False)
     assert resumed.losses == whole.losses[3:] and all(torch.isfinite(torch.tensor(whole.losses)))
     model = load_model(whole.checkpoint)
-    assert isinstance(model.denoiser.net, StagedNet) == (variant != "subspace")
+    assert isinstance(model.denoiser.net, StagedNet)
+    assert model.denoiser.net.pixel_units == model_keys.get("pixel_units", True)
     if variant == "per-stage-nets":
         assert len(model.denoiser.net.nets) == 3
     if variant == "subspace":

@@ -169,13 +169,14 @@ def test_input_memory_format_does_not_matter() -> None:
 
 
 # ----------------------------------------------------------------------------- networks per stage
-def _staged(per_stage: bool):
+def _staged(per_stage: bool, stage_embedding: bool | None = None, pixel_units: bool = False):
     from dimdiff.build import build_net
     from dimdiff.config import ModelConfig
     from dimdiff.process.stages import Stages
 
+    told = not per_stage if stage_embedding is None else stage_embedding
     model = ModelConfig(base_channels=8, channel_mult=(1, 2), attention_resolutions=(), per_stage_nets=per_stage,
-                        stage_embedding=not per_stage)  # fmt: skip
+                        stage_embedding=told, pixel_units=pixel_units)  # fmt: skip
     torch.manual_seed(0)
     return build_net(model, 1, 16, Stages((0.3, 0.6), (0.2, 0.2)))
 
@@ -211,6 +212,39 @@ def test_a_shared_net_told_the_stage_depends_on_it():
     torch.testing.assert_close(net(x, torch.full((2,), 0.5)), net.nets[0](x, torch.full((2,), 0.5), labels))
     other = net.nets[0](x, torch.full((2,), 0.5), labels * 2)
     assert not torch.allclose(net(x, torch.full((2,), 0.5)), other)
+
+
+@pytest.mark.parametrize("per_stage", [False, True])
+def test_pixel_units_scale_the_state_down_and_the_output_up_by_2_to_the_k(per_stage):
+    """A stage-k state is 2^k times average-pooled pixels: the net sees z / 2^k and its output is
+    multiplied by 2^k; stage 0 is untouched, and without pixel_units the net sees z as it is."""
+    scaled = _staged(per_stage, stage_embedding=False, pixel_units=True)
+    plain = _staged(per_stage, stage_embedding=False, pixel_units=False)
+    with torch.no_grad():  # zero-initialised output layers: make every path count
+        for p in scaled.parameters():
+            p.normal_(0.0, 0.2)
+    plain.load_state_dict(scaled.state_dict())
+    for k, (t, size) in enumerate([(0.2, 16), (0.5, 8), (0.9, 4)]):
+        x, tt = torch.randn(2, 1, size, size), torch.full((2,), t)
+        inner = scaled.nets[k if per_stage else 0]
+        with torch.no_grad():
+            torch.testing.assert_close(scaled(x, tt), inner(x / 2**k, tt) * 2**k)
+            torch.testing.assert_close(plain(x, tt), inner(x, tt))
+            assert (k == 0) == torch.allclose(scaled(x, tt), plain(x, tt))
+
+
+def test_a_process_with_stages_gets_a_staged_net_and_the_gaussian_one_a_plain_unet():
+    from dimdiff.build import build_net
+    from dimdiff.config import ModelConfig
+    from dimdiff.nets.staged import StagedNet
+    from dimdiff.nets.unet import UNet
+    from dimdiff.process.stages import Stages
+
+    small = {"base_channels": 8, "channel_mult": (1, 2), "attention_resolutions": ()}
+    stages = Stages((0.3, 0.6), (0.2, 0.2))
+    assert isinstance(build_net(ModelConfig(**small), 1, 16, stages), StagedNet)  # pixel units by default
+    assert isinstance(build_net(ModelConfig(**small, pixel_units=False), 1, 16, stages), StagedNet)
+    assert isinstance(build_net(ModelConfig(**small), 1, 16, Stages((), ())), UNet)  # gaussian: one stage
 
 
 def test_stage_options_need_turning_points():

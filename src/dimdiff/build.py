@@ -113,19 +113,21 @@ def _unet(config: ModelConfig, channels: int, resolution: int, num_classes: int 
 
 
 def build_net(config: ModelConfig, channels: int, resolution: int, stages: Stages) -> nn.Module:
-    """The configured U-Net: one shared net, a shared net told the stage, or one net per stage
+    """The configured U-Net: for the gaussian process a plain one; for a process with stages a
+    `StagedNet` (shared, shared and told the stage, or one per stage; in pixel units or not)
     (``stages``: the process's, `ProcessConfig.stages()`; the gaussian process has one)."""
-    if not (config.stage_embedding or config.per_stage_nets):
-        return _unet(config, channels, resolution)
     num_stages = stages.num_levels + 1
     if num_stages == 1:
-        raise ConfigError("model.stage_embedding / model.per_stage_nets: expected a process with turning points "
-                          "(dvdp or subspace), got one stage")  # fmt: skip
+        if config.stage_embedding or config.per_stage_nets:
+            raise ConfigError("model.stage_embedding / model.per_stage_nets: expected a process with turning "
+                              "points (dvdp or subspace), got one stage")  # fmt: skip
+        return _unet(config, channels, resolution)
     if config.per_stage_nets:
         nets = [_unet(config, channels, resolution) for _ in range(num_stages)]
     else:
-        nets = [_unet(config, channels, resolution, num_classes=num_stages)]
-    return StagedNet(nets, resolution=resolution, num_stages=num_stages)
+        nets = [_unet(config, channels, resolution, num_classes=num_stages if config.stage_embedding else 0)]
+    return StagedNet(nets, resolution=resolution, num_stages=num_stages, tell_stage=config.stage_embedding,
+                     pixel_units=config.pixel_units)  # fmt: skip
 
 
 def build_denoiser(config: Config, net: nn.Module, process: Process) -> Denoiser:

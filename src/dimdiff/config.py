@@ -81,6 +81,9 @@ class ModelConfig:
     scale_shift: bool = True  # time injection: scale-shift (ADM) or additive (DDPM)
     stage_embedding: bool = False  # dvdp/subspace: the shared U-Net also learns an embedding of the stage
     per_stage_nets: bool = False  # dvdp/subspace: one U-Net per stage (same architecture) instead of one shared
+    # dvdp/subspace: the net sees a stage-k state divided by 2^k (average-pooled pixel units, the
+    # data's scale at every stage) and its output is multiplied by 2^k; false: orthonormal coordinates
+    pixel_units: bool = True
 
     def __post_init__(self) -> None:
         _check(not (self.stage_embedding and self.per_stage_nets), "model.stage_embedding",

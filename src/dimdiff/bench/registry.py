@@ -36,6 +36,7 @@ class BenchMethod:
     key: str  # short name for --methods, e.g. "ddim"
     name: str  # label in tables and plots
     config: Config  # process.kind selects the process; model is the shared U-Net config
+    default: bool = True  # run when --methods names none; False: only when named
 
 
 def _gaussian_methods(base: Config) -> list[BenchMethod]:
@@ -53,18 +54,22 @@ DVDP_DEFAULT_STAGES = {"turning_points": (0.3, 0.6), "window_widths": (0.2, 0.2)
 
 
 def _dvdp_methods(base: Config) -> list[BenchMethod]:
-    """DVDP with the base config's turning points, else the design's 32 -> 16 -> 8 placement."""
+    """DVDP with the base config's turning points, else the design's 32 -> 16 -> 8 placement:
+    with the base model, and (only when named) with one U-Net of that architecture per stage."""
     stages = {} if base.process.turning_points else DVDP_DEFAULT_STAGES
     process = dataclasses.replace(base.process, kind=ProcessKind.DVDP, **stages)
-    ddim = dataclasses.replace(base.sample, sampler=SamplerKind.DDIM, eta=0.0)
-    ddpm = dataclasses.replace(base.sample, sampler=SamplerKind.DDPM)
+    per_stage = dataclasses.replace(base.model, per_stage_nets=True, stage_embedding=False)
     taus = "/".join(f"{t:g}" for t in process.turning_points)
-    with_ddim = dataclasses.replace(base, process=process, sample=ddim)
-    with_ddpm = dataclasses.replace(base, process=process, sample=ddpm)
-    return [
-        BenchMethod("dvdp-ddim", f"DVDP DDIM (tau {taus})", with_ddim),
-        BenchMethod("dvdp-ddpm", f"DVDP ancestral (tau {taus})", with_ddpm),
-    ]
+    variants = (("", base.model, "", True), ("-perstage", per_stage, ", U-Net per stage", False))
+    samplers = ((SamplerKind.DDIM, "DDIM", 0.0), (SamplerKind.DDPM, "ancestral", base.sample.eta))
+    methods = []
+    for suffix, model, nets, default in variants:
+        for sampler, name, eta in samplers:
+            sample = dataclasses.replace(base.sample, sampler=sampler, eta=eta)
+            config = dataclasses.replace(base, model=model, process=process, sample=sample)
+            methods.append(BenchMethod(f"dvdp{suffix}-{sampler.value}", f"DVDP {name}{nets} (tau {taus})", config,
+                                       default))  # fmt: skip
+    return methods
 
 
 def _subspace_methods(base: Config) -> list[BenchMethod]:
@@ -113,9 +118,10 @@ def unregistered_kinds() -> list[ProcessKind]:
 
 
 def select_methods(methods: Sequence[BenchMethod], keys: Sequence[str] | None) -> list[BenchMethod]:
-    """The methods named by ``keys`` (all when None), always with the reference, in registry order."""
+    """The methods named by ``keys`` (the default ones when None), always with the reference, in
+    registry order."""
     if not keys:
-        return list(methods)
+        return [m for m in methods if m.default]
     valid = [m.key for m in methods]
     bad = [k for k in keys if k not in valid]
     if bad:
