@@ -47,9 +47,10 @@ bench-dvdp: $(VENV)/.installed
 	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench sampling --steps 100 --repeats 5 --methods dvdp-ddim,subspace-ddim
 	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench training --methods dvdp-ddim,subspace-ddim
 	OMP_NUM_THREADS=1 $(VENV)/bin/dimdiff bench quality $(DVDP_QUALITY) --train-steps 2500 --datasets digits \
-		--methods ddpm,dvdp-ddim,dvdp-ddpm,subspace-ddim,subspace-ddpm --out benchmarks/results/quality_digits32
+		--methods ddpm,dvdp-ddim,dvdp-ddpm,dvdp-perstage-ddim,dvdp-perstage-ddpm,subspace-ddim,subspace-ddpm \
+		--out benchmarks/results/quality_digits32
 	OMP_NUM_THREADS=1 $(VENV)/bin/dimdiff bench quality $(DVDP_QUALITY) --train-steps 1500 --datasets patches \
-		--methods ddpm,dvdp-ddim,dvdp-ddpm --out benchmarks/results/quality_patches32
+		--methods ddpm,dvdp-ddim,dvdp-ddpm,dvdp-perstage-ddim,dvdp-perstage-ddpm --out benchmarks/results/quality_patches32
 
 clean:
 	rm -rf $(VENV) runs
