@@ -57,11 +57,12 @@ class StagedNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """x: (B, C, H / 2^k, W / 2^k) at stage k; t: (B,) times of that one stage."""
         k = self.stage_of(x)
-        scale = float(2**k) if self.pixel_units else 1.0
+        scaled = self.pixel_units and k > 0
         net = self.nets[k] if self.per_stage else self.nets[0]
+        x_in = x * 2.0**-k if scaled else x
         if self.tell_stage:
             labels = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
-            out = net(x / scale, t, class_labels=labels)
+            out = net(x_in, t, class_labels=labels)
         else:
-            out = net(x / scale, t)
-        return out * scale
+            out = net(x_in, t)
+        return out * 2.0**k if scaled else out
