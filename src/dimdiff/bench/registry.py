@@ -39,15 +39,20 @@ class BenchMethod:
     default: bool = True  # run when --methods names none; False: only when named
 
 
+def _ddim_and_ddpm(config: Config, keys: tuple[str, str], names: tuple[str, str],
+                   default: bool = True) -> list[BenchMethod]:  # fmt: skip
+    """``config`` sampled by DDIM (eta 0) and by ancestral DDPM, as two methods."""
+    ddim = dataclasses.replace(config.sample, sampler=SamplerKind.DDIM, eta=0.0)
+    ddpm = dataclasses.replace(config.sample, sampler=SamplerKind.DDPM)
+    return [BenchMethod(keys[0], names[0], dataclasses.replace(config, sample=ddim), default),
+            BenchMethod(keys[1], names[1], dataclasses.replace(config, sample=ddpm), default)]  # fmt: skip
+
+
 def _gaussian_methods(base: Config) -> list[BenchMethod]:
     """Full-resolution DDPM/DDIM on the Gaussian variance-preserving process."""
     process = dataclasses.replace(base.process, kind=ProcessKind.GAUSSIAN, turning_points=(), window_widths=())
-    ddim = dataclasses.replace(base.sample, sampler=SamplerKind.DDIM, eta=0.0)
-    ddpm = dataclasses.replace(base.sample, sampler=SamplerKind.DDPM)
-    return [
-        BenchMethod(REFERENCE_KEY, "DDIM (full res.)", dataclasses.replace(base, process=process, sample=ddim)),
-        BenchMethod("ddpm", "DDPM ancestral (full res.)", dataclasses.replace(base, process=process, sample=ddpm)),
-    ]
+    return _ddim_and_ddpm(dataclasses.replace(base, process=process), (REFERENCE_KEY, "ddpm"),
+                          ("DDIM (full res.)", "DDPM ancestral (full res.)"))  # fmt: skip
 
 
 DVDP_DEFAULT_STAGES = {"turning_points": (0.3, 0.6), "window_widths": (0.2, 0.2)}  # 32 -> 16 -> 8 (DVDP.md 7)
@@ -57,19 +62,16 @@ def _dvdp_methods(base: Config) -> list[BenchMethod]:
     """DVDP with the base config's turning points, else the design's 32 -> 16 -> 8 placement:
     with the base model, and (only when named) with one U-Net of that architecture per stage."""
     stages = {} if base.process.turning_points else DVDP_DEFAULT_STAGES
-    process = dataclasses.replace(base.process, kind=ProcessKind.DVDP, **stages)
-    per_stage = dataclasses.replace(base.model, per_stage_nets=True, stage_embedding=False)
-    taus = "/".join(f"{t:g}" for t in process.turning_points)
-    variants = (("", base.model, "", True), ("-perstage", per_stage, ", U-Net per stage", False))
-    samplers = ((SamplerKind.DDIM, "DDIM", 0.0), (SamplerKind.DDPM, "ancestral", base.sample.eta))
-    methods = []
-    for suffix, model, nets, default in variants:
-        for sampler, name, eta in samplers:
-            sample = dataclasses.replace(base.sample, sampler=sampler, eta=eta)
-            config = dataclasses.replace(base, model=model, process=process, sample=sample)
-            methods.append(BenchMethod(f"dvdp{suffix}-{sampler.value}", f"DVDP {name}{nets} (tau {taus})", config,
-                                       default))  # fmt: skip
-    return methods
+    dvdp = dataclasses.replace(base, process=dataclasses.replace(base.process, kind=ProcessKind.DVDP, **stages))
+    per_stage = dataclasses.replace(dvdp, model=dataclasses.replace(base.model, per_stage_nets=True,
+                                                                    stage_embedding=False))  # fmt: skip
+    taus = "/".join(f"{t:g}" for t in dvdp.process.turning_points)
+    return [
+        *_ddim_and_ddpm(dvdp, ("dvdp-ddim", "dvdp-ddpm"), (f"DVDP DDIM (tau {taus})", f"DVDP ancestral (tau {taus})")),
+        *_ddim_and_ddpm(per_stage, ("dvdp-perstage-ddim", "dvdp-perstage-ddpm"),
+                        (f"DVDP DDIM, U-Net per stage (tau {taus})", f"DVDP ancestral, U-Net per stage (tau {taus})"),
+                        default=False),
+    ]  # fmt: skip
 
 
 def _subspace_methods(base: Config) -> list[BenchMethod]:
@@ -78,15 +80,9 @@ def _subspace_methods(base: Config) -> list[BenchMethod]:
     taus = tuple(base.process.turning_points) or DVDP_DEFAULT_STAGES["turning_points"]
     process = dataclasses.replace(base.process, kind=ProcessKind.SUBSPACE, turning_points=taus, window_widths=(),
                                   window=Window.NONE, complement_std=())  # fmt: skip
-    ddim = dataclasses.replace(base.sample, sampler=SamplerKind.DDIM, eta=0.0)
-    ddpm = dataclasses.replace(base.sample, sampler=SamplerKind.DDPM)
     label = "/".join(f"{t:g}" for t in taus)
-    return [
-        BenchMethod("subspace-ddim", f"Subspace DDIM (switch {label})", dataclasses.replace(base, process=process,
-                                                                                            sample=ddim)),
-        BenchMethod("subspace-ddpm", f"Subspace ancestral (switch {label})", dataclasses.replace(base, process=process,
-                                                                                                sample=ddpm)),
-    ]  # fmt: skip
+    return _ddim_and_ddpm(dataclasses.replace(base, process=process), ("subspace-ddim", "subspace-ddpm"),
+                          (f"Subspace DDIM (switch {label})", f"Subspace ancestral (switch {label})"))  # fmt: skip
 
 
 # One entry per process kind; a new process adds `ProcessKind.X: _x_methods` here.
