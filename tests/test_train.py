@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -222,6 +223,12 @@ def test_staged_variants_train_resume_exactly_and_sample(tmp_path, variant):
         assert len(std) == 2 and 0 < std[0] < 1 and model.process.complement_std == std
     images = generate(model, 2, seed=0)
     assert images.shape == (2, 1, 16, 16) and images.abs().max() <= 1.0 + 1e-6  # components recombined in fp32
+    if variant == "per-stage-nets":  # saved before model.pixel_units existed: its nets ran in orthonormal units
+        meta_file = Path(whole.checkpoint) / "config.json"
+        meta = json.loads(meta_file.read_text())
+        del meta["config"]["model"]["pixel_units"]
+        meta_file.write_text(json.dumps(meta))
+        assert load_model(whole.checkpoint).denoiser.net.pixel_units is False
 
 
 def test_subspace_samples_with_the_langevin_corrector(tmp_path):

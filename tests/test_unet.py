@@ -247,6 +247,16 @@ def test_a_process_with_stages_gets_a_staged_net_and_the_gaussian_one_a_plain_un
     assert isinstance(build_net(ModelConfig(**small), 1, 16, Stages((), ())), UNet)  # gaussian: one stage
 
 
+def test_staged_net_refuses_a_wrong_number_of_nets_or_a_stage_label_for_per_stage_nets():
+    from dimdiff.nets.staged import StagedNet
+
+    nets = [torch.nn.Identity(), torch.nn.Identity()]
+    with pytest.raises(ValueError, match=r"expected 1 shared net or 3 \(one per stage\), got 2"):
+        StagedNet(nets, resolution=16, num_stages=3)
+    with pytest.raises(ValueError, match="tell_stage applies to one shared net"):
+        StagedNet([*nets, torch.nn.Identity()], resolution=16, num_stages=3, tell_stage=True)
+
+
 def test_stage_options_need_turning_points():
     from dimdiff.build import build_net
     from dimdiff.config import ConfigError, ModelConfig

@@ -91,8 +91,17 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         step=int(meta["step"]),
         data_shape=tuple(meta["data_shape"]),  # type: ignore[arg-type]
         num_parameters=int(meta["num_parameters"]),
-        config=config_from_dict(meta["config"]),
+        config=config_from_dict(_with_pre_pixel_units_default(meta["config"])),
     )
+
+
+def _with_pre_pixel_units_default(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config saved before `model.pixel_units` existed: its nets ran in orthonormal coordinates,
+    so it reads as pixel_units = false (the new default would silently rescale its nets)."""
+    model = raw.get("model", {})
+    if "pixel_units" in model:
+        return raw
+    return {**raw, "model": {**model, "pixel_units": False}}
 
 
 def save_checkpoint(
