@@ -1,10 +1,13 @@
 """DVDP's process against its closed forms (DVDP.md section 9), no training needed."""
 
+import sys
+
 import pytest
 import torch
 from conftest import GaussianData, empirical_moments
 
-from dimdiff.ops.pool import components, pool, project
+import dimdiff.process.dimension_varying as dimension_varying
+from dimdiff.ops.pool import components, components_low, pool, project
 from dimdiff.process.dimension_varying import DimensionVaryingProcess
 from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.parameterization import Parameterization
@@ -174,7 +177,8 @@ def dvdp_oracle(p: DimensionVaryingProcess, data: GaussianData):
         m, C = D @ data.mean, D @ data.cov @ D.T
         like = torch.zeros(1, 1, 1, 1, dtype=torch.float64)
         gains = [float(a) for a in p.gains(tt, k, like)]
-        A = dense(lambda z: sum(a * c for a, c in zip(gains, p._split(z, k), strict=True)), D.shape[0], low_shape)
+        parts = lambda z: components_low(z, p.stages.num_levels - k)  # noqa: E731
+        A = dense(lambda z: sum(a * c for a, c in zip(gains, parts(z), strict=True)), D.shape[0], low_shape)
         sigma = float(p.schedule.sigma(tt))
         gain = C @ A.T @ torch.linalg.inv(A @ C @ A.T + sigma**2 * torch.eye(D.shape[0], dtype=torch.float64))
         flat = z_t.reshape(len(z_t), -1).double()
@@ -382,8 +386,14 @@ def test_the_training_loss_of_a_reduced_state_is_the_projected_full_resolution_l
     torch.testing.assert_close(loss, same, rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize("t", [0.05, 0.35, 0.9])  # outside every attenuation window: one gain for all components
-def test_a_uniform_gain_skips_the_decomposition_with_the_same_result(t, monkeypatch):
+def explicit_mix(terms, levels):
+    """sum over (z, w) of sum_i w[i] comp_i(z) with every component formed (the reference)."""
+    return sum(w_i.reshape(-1, 1, 1, 1) * c for z, w in terms for w_i, c in zip(w, components(z, levels), strict=True))
+
+
+# outside every attenuation window (one gain for all components) and inside each window
+@pytest.mark.parametrize("t", [0.05, 0.2, 0.35, 0.5, 0.9])
+def test_every_formula_equals_its_sum_over_explicit_components(t, monkeypatch):
     p, s = process(), t - 0.02
     x0 = torch.randn(3, 1, 8, 8, generator=g(0), dtype=torch.float64)
     tt = torch.full((3,), t, dtype=torch.float64)
@@ -399,13 +409,23 @@ def test_a_uniform_gain_skips_the_decomposition_with_the_same_result(t, monkeypa
         return [z_t, *targets, *x0s, *steps, p.score(z_t, x0_hat, t), p.forward_transition(z_t, s - 0.01, t, z)]
 
     fast = everything()
-    k = p.stages.stage(t)
-    (gains,), split = p._parts(k, p.gains(t, k, x0))
-    assert len(gains) == 1 and len(split(z)) == 1  # the state is not decomposed
-
-    def always_split(self, k, *gain_lists):
-        return list(gain_lists), lambda v: self._split(v, k)
-
-    monkeypatch.setattr(DimensionVaryingProcess, "_parts", always_split)
+    monkeypatch.setattr(dimension_varying, "mix_components", explicit_mix)
     for a, b in zip(fast, everything(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("t", [0.05, 0.35, 0.9])  # outside every attenuation window
+def test_a_uniform_gain_skips_the_decomposition(t, monkeypatch):
+    p, s = process(), t - 0.02
+    z_t, prediction = (torch.randn((3, *p.shape_at(t)), generator=g(i)) for i in range(2))
+    tt = torch.full((3,), t, dtype=torch.float64)
+
+    def no_pooling(*args, **kwargs):
+        raise AssertionError("a state was decomposed outside every attenuation window")
+
+    pool_module = sys.modules["dimdiff.ops.pool"]  # the attribute dimdiff.ops.pool is the function
+    monkeypatch.setattr(pool_module, "pool", no_pooling)
+    monkeypatch.setattr(pool_module, "unpool", no_pooling)
+    for kind in Parameterization:
+        x0_hat = p.x0_from_prediction(z_t, prediction, tt, kind)
+        p.reverse_step(z_t, x0_hat, t, s, eta=1.0, generator=g(3))

@@ -13,11 +13,13 @@ from dimdiff.ops import (
     component,
     components,
     components_low,
+    mix_components,
     pool,
     project,
     project_complement,
     unpool,
 )
+from dimdiff.ops.combine import linear_combination
 
 SHAPES = [(2, 1, 8, 8), (2, 3, 16, 8), (1, 3, 8, 24)]  # channels 1 and 3, square and non-square
 LEVELS = [1, 2, 3]
@@ -198,3 +200,49 @@ def test_dtype_and_operator_object(dtype):
     torch.testing.assert_close(sum(components(x, 2)), x, rtol=0, atol=tol)
     with pytest.raises(FrozenInstanceError):
         op.k = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("shape", "K"), CASES)
+def test_mix_components_equals_the_sum_over_explicit_components(shape, K):
+    """Per-sample coefficients, some levels equal (skipped) and some not, several terms."""
+    xs = [randn(*shape, seed=i) for i in range(3)]
+    weights = [[randn(shape[0], seed=10 * i + j) for j in range(K + 1)] for i in range(3)]
+    weights[1][1] = weights[1][0]  # term 1 has no c_0 / c_1 difference
+    weights[2] = [torch.tensor(0.7, dtype=torch.float64)] * (K + 1)  # a whole-state term
+    expected = sum(w_j.reshape(-1, 1, 1, 1) * c for x, w in zip(xs, weights, strict=True)
+                   for w_j, c in zip(w, components(x, K), strict=True))  # fmt: skip
+    torch.testing.assert_close(mix_components(list(zip(xs, weights, strict=True)), K), expected, atol=TOL, rtol=0)
+
+
+def test_mix_components_with_equal_coefficients_is_the_plain_combination_bit_for_bit():
+    xs = [randn(2, 3, 8, 8, seed=i, dtype=torch.float32) for i in range(2)]
+    a, b = randn(2, seed=5), torch.tensor(-0.3, dtype=torch.float64)
+    mixed = mix_components([(xs[0], [a] * 3), (xs[1], [b] * 3)], 2)
+    assert torch.equal(mixed, linear_combination([(xs[0], a), (xs[1], b)]))
+    assert torch.equal(mixed, a.float().reshape(-1, 1, 1, 1) * xs[0] + b.float() * xs[1])
+
+
+def test_mix_components_only_a_coarse_difference():
+    """Components 0 and 1 weighted alike, the coarse image differently: w0 x + (w2 - w1) P_2 x."""
+    x = randn(2, 1, 8, 8)
+    one, two = torch.tensor(1.0, dtype=torch.float64), torch.tensor(3.0, dtype=torch.float64)
+    torch.testing.assert_close(mix_components([(x, [one, one, two])], 2), x + 2.0 * project(x, 2), atol=TOL, rtol=0)
+
+
+def test_mix_components_errors():
+    x, w = randn(1, 1, 8, 8), torch.tensor(1.0, dtype=torch.float64)
+    with pytest.raises(ValueError, match="expected 3 coefficients per term"):
+        mix_components([(x, [w, w])], 2)
+    with pytest.raises(ValueError, match="divisible by 2"):
+        mix_components([(randn(1, 1, 6, 6), [w, 2 * w, 3 * w, w])], 3)
+
+
+def test_linear_combination_skips_zero_and_unit_coefficients():
+    x, y = randn(2, 1, 4, 4, seed=0), randn(2, 1, 4, 4, seed=1)
+    zero, one = torch.zeros(2, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    assert linear_combination([(x, one), (y, zero)]) is x
+    assert torch.equal(linear_combination([(x, zero)]), torch.zeros_like(x))
+    w = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    torch.testing.assert_close(linear_combination([(x, w), (y, one)]), w.reshape(-1, 1, 1, 1) * x + y, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="at least one"):
+        linear_combination([])

@@ -22,14 +22,21 @@ Recursive structure: for z = D_k x the decomposition of z is the tail of that of
     D_k c_j(x) = c_{j-k}(D_k x)  for j >= k (with K - k levels),   D_k c_j(x) = 0  for j < k,
 
 which is what ``components_low`` relies on once DVDP has dropped the k finest components.
+A weighted sum of components, sum_j w_j c_j(x), never needs the components themselves: with
+P_0 = I it is w_0 x + sum_{j>=1} (w_j - w_{j-1}) P_j x (``mix_components``).
+
 Everything is pooling and reshapes; no dense matrix is ever built.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch.nn.functional as F
 from torch import Tensor
+
+from dimdiff.ops.combine import is_zero, linear_combination
 
 __all__ = [
     "pool",
@@ -39,6 +46,7 @@ __all__ = [
     "components",
     "component",
     "components_low",
+    "mix_components",
     "OrthonormalPool",
 ]
 
@@ -63,9 +71,10 @@ def _check(x: Tensor, k: int) -> int:
 def pool(x: Tensor, k: int = 1) -> Tensor:
     """D_k: (B, C, H, W) -> (B, C, H/2^k, W/2^k), block sums divided by 2^k."""
     s = _check(x, k)
-    b, c, h, w = x.shape
-    blocks = x.reshape(b, c, h // s, s, w // s, s)  # (B, C, H/s, s, W/s, s)
-    return blocks.sum(dim=(3, 5)) / s  # (B, C, H/s, W/s)
+    if s == 1:
+        return x
+    # s x the block mean: avg_pool2d is 2-4x faster on CPU than summing a (B, C, H/s, s, W/s, s) view
+    return F.avg_pool2d(x, s) * s  # (B, C, H/s, W/s)
 
 
 def unpool(z: Tensor, k: int = 1) -> Tensor:
@@ -120,6 +129,40 @@ def components_low(z: Tensor, K_low: int) -> list[Tensor]:
     the surviving components of x, expressed in reduced (orthonormal) coordinates.
     """
     return components(z, K_low)
+
+
+def mix_components(terms: Sequence[tuple[Tensor, Sequence[Tensor]]], levels: int) -> Tensor:
+    """sum over (x, w) in ``terms`` of sum_{j=0..levels} w[j] c_j(x), without forming the components.
+
+    Each x is (B, C, H, W) (all the same shape) and w[j] a coefficient of shape () or (B,). With
+    d_j = w_j - w_{j-1}, the sum is  sum_m w_m0 x_m + U(y_1 + U(y_2 + ... U(y_K))),
+    y_j = sum_m d_mj D_j x_m  at resolution H / 2^j, so full-resolution work is one combination,
+    one pooling per term and one unpooling. Levels whose differences are all exactly 0 are skipped;
+    if all are, the result is ``linear_combination`` of the w_0 terms, bit for bit.
+    """
+    if any(len(w) != levels + 1 for _, w in terms):
+        raise ValueError(f"expected {levels + 1} coefficients per term (components c_0..c_{levels}), "
+                         f"got {[len(w) for _, w in terms]}")  # fmt: skip
+    result = linear_combination([(x, w[0]) for x, w in terms])
+    diffs = [[(m, w[j] - w[j - 1]) for m, (_, w) in enumerate(terms)] for j in range(1, levels + 1)]
+    diffs = [[(m, d) for m, d in level if not is_zero(d)] for level in diffs]  # (term, d_mj) for j = 1..K
+    deepest = max((j + 1 for j, level in enumerate(diffs) if level), default=0)
+    if deepest == 0:
+        return result
+    _check(terms[0][0], deepest)
+    pyramid = {m: terms[m][0] for level in diffs for m, _ in level}  # D_j x_m, for the terms some y_j uses
+    levels_low: list[Tensor | None] = []  # y_1 .. y_deepest
+    for j in range(1, deepest + 1):
+        pyramid = {m: pool(x, 1) for m, x in pyramid.items()}
+        level = diffs[j - 1]
+        levels_low.append(linear_combination([(pyramid[m], d) for m, d in level]) if level else None)
+    coarse: Tensor | None = None  # U(y_j + U(y_{j+1} + ...)), one level finer than y_j
+    for y in reversed(levels_low):  # coarsest first; y_deepest is never None
+        if y is not None:
+            coarse = y if coarse is None else y + coarse
+        assert coarse is not None
+        coarse = unpool(coarse)
+    return result + coarse
 
 
 @dataclass(frozen=True)

@@ -26,16 +26,16 @@ below ``eps_tolerance`` are predicted as x0 instead (never dividing by a vanishi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from dimdiff.ops.pool import components, components_low, pool, project_complement, unpool
+from dimdiff.ops.pool import components, mix_components, pool, project_complement, unpool
 from dimdiff.process.base import CrossHook, TimeLike, broadcast_time
-from dimdiff.process.gaussian import _expand, ddim_combine, step_coefficients
-from dimdiff.process.parameterization import Parameterization
+from dimdiff.process.gaussian import ddim_coefficients, step_coefficients
+from dimdiff.process.parameterization import Parameterization, target_coefficients, x0_coefficients
 from dimdiff.process.schedules import LinearBetaSchedule, Schedule
 from dimdiff.process.stages import Stages
 from dimdiff.process.timesteps import Spacing
@@ -103,27 +103,19 @@ class DimensionVaryingProcess:
         alpha = self.schedule.alpha(tt)
         return [alpha * self.stages.attenuation(j, tt, self.schedule) for j in range(k, self.stages.num_levels + 1)]
 
-    def _split(self, z: Tensor, k: int) -> list[Tensor]:
-        """The components of a stage-k state (comp_0 .. comp_{K-k})."""
-        return components_low(z, self.stages.num_levels - k)
-
-    def _parts(self, k: int, *gain_lists: list[Tensor]) -> tuple[list[list[Tensor]], Callable[[Tensor], list[Tensor]]]:
-        """The gains per part and how to split a stage-k state into those parts: its components,
-        or the state whole where every list has one gain for all components (outside the
-        attenuation windows, and always without attenuation): the components sum to the state,
-        so the per-component formulas then hold for it as a whole, without decomposing it."""
-        if all(torch.equal(a, gains[0]) for gains in gain_lists for a in gains[1:]):
-            return [gains[:1] for gains in gain_lists], lambda z: [z]
-        return list(gain_lists), lambda z: self._split(z, k)
+    def _mix(self, k: int, terms: list[tuple[Tensor, list[Tensor]]]) -> Tensor:
+        """sum over (z, w) in ``terms`` of sum_i w[i] comp_i(z), for stage-k states z with one coefficient
+        per component kept (j = k..K). No component is formed: where a term's coefficients are all
+        equal (outside the attenuation windows, and always without attenuation) it is the state whole,
+        and otherwise each coarser level costs one pooling (`mix_components`)."""
+        return mix_components(terms, self.stages.num_levels - k)
 
     # ----------------------------------------------------------------- forward process
     def forward_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         k = self.stage_of(t)
         z0 = pool(x0, k)  # (B, C, H/2^k, W/2^k)
-        sigma = _expand(self.schedule.sigma(broadcast_time(t, x0)), x0)
-        (gains,), split = self._parts(k, self.gains(t, k, x0))
-        signal = sum(_expand(a, x0) * c for a, c in zip(gains, split(z0), strict=True))
-        return signal + sigma * noise  # (B, C, H/2^k, W/2^k)
+        gains, sigma = self.gains(t, k, x0), self.schedule.sigma(broadcast_time(t, x0))
+        return self._mix(k, [(z0, gains), (noise, [sigma] * len(gains))])  # (B, C, H/2^k, W/2^k)
 
     def noise_like(self, x0: Tensor, t: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         shape = (x0.shape[0], *self.shape_at(float(torch.as_tensor(t).reshape(-1)[0])))
@@ -137,65 +129,36 @@ class DimensionVaryingProcess:
             raise ValueError(f"forward_transition expects s < t, got s={s}, t={t}")
         k_s, k_t = self.stages.stage(s), self.stages.stage(t)
         sigma_s, sigma_t = self.schedule.sigma(torch.tensor(s, dtype=torch.float64)), self.schedule.sigma(t)
-        (gains_t, gains_s), split = self._parts(k_s, self.gains(t, k_s, z_s), self.gains(s, k_s, z_s))
-        parts = zip(gains_t, gains_s, split(z_s), split(noise), strict=True)
-        z_t = 0
-        for a_t, a_s, cz, cn in parts:
-            c = step_coefficients(a_t, sigma_t, a_s, sigma_s)
-            z_t = z_t + _expand(c["r"], z_s) * cz + _expand(c["v"].sqrt(), z_s) * cn
+        pairs = zip(self.gains(t, k_s, z_s), self.gains(s, k_s, z_s), strict=True)
+        coefficients = [step_coefficients(a_t, sigma_t, a_s, sigma_s) for a_t, a_s in pairs]
+        z_t = self._mix(k_s, [(z_s, [c["r"] for c in coefficients]), (noise, [c["v"].sqrt() for c in coefficients])])
         return pool(z_t, k_t - k_s)
 
     def score(self, z_t: Tensor, x0_hat: Tensor, t: float) -> Tensor:
         """grad log p_t at z_t by Tweedie's formula, per component: (a_j(t) c_j(x0_hat) - c_j(z_t)) / sigma_t^2
         (exact when x0_hat = E[z0 | z_t]); both in the reduced coordinates of stage(t)."""
         k = self.stages.stage(t)
-        sigma2 = float(self.schedule.sigma(t)) ** 2
-        (gains,), split = self._parts(k, self.gains(t, k, z_t))
-        parts = zip(gains, split(z_t), split(x0_hat), strict=True)
-        return sum((_expand(a, z_t) * c0 - cz) / sigma2 for a, cz, c0 in parts)
+        sigma2 = self.schedule.sigma(torch.tensor(t, dtype=torch.float64)) ** 2
+        gains = self.gains(t, k, z_t)
+        return self._mix(k, [(x0_hat, [a / sigma2 for a in gains]), (z_t, [-1.0 / sigma2] * len(gains))])
 
     # ----------------------------------------------------------------- parameterizations
-    def _normalised(self, a: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(a / rho, sigma / rho, rho) with rho = sqrt(a^2 + sigma^2)."""
-        rho = torch.sqrt(a**2 + sigma**2)
-        return a / rho, sigma / rho, rho
-
     def training_target(self, x0: Tensor, noise: Tensor, t: TimeLike, kind: Parameterization) -> Tensor:
         k = self.stage_of(t)
         z0 = pool(x0, k)  # (B, C, h, w)
         if kind is Parameterization.X0:
             return z0
         sigma = self.schedule.sigma(broadcast_time(t, x0))
-        parts = []
-        (gains,), split = self._parts(k, self.gains(t, k, x0))
-        for a, c0, ce in zip(gains, split(z0), split(noise), strict=True):
-            if kind is Parameterization.EPS:
-                parts.append(torch.where(_expand(a, x0) >= self.eps_tolerance, ce, c0))
-            elif kind is Parameterization.V:
-                a_n, s_n, _ = self._normalised(a, sigma)
-                parts.append(_expand(a_n, x0) * ce - _expand(s_n, x0) * c0)
-            else:
-                raise ValueError(f"expected a parameterization in {[p.value for p in Parameterization]}, got {kind!r}")
-        return sum(parts)
+        pairs = [target_coefficients(kind, a, sigma, self.eps_tolerance) for a in self.gains(t, k, x0)]
+        return self._mix(k, [(noise, [w for w, _ in pairs]), (z0, [w for _, w in pairs])])
 
     def x0_from_prediction(self, x_t: Tensor, prediction: Tensor, t: TimeLike, kind: Parameterization) -> Tensor:
         if kind is Parameterization.X0:
             return prediction
         k = self.stage_of(t)
         sigma = self.schedule.sigma(broadcast_time(t, x_t))
-        parts = []
-        (gains,), split = self._parts(k, self.gains(t, k, x_t))
-        for a, cx, cp in zip(gains, split(x_t), split(prediction), strict=True):
-            if kind is Parameterization.EPS:
-                alive = _expand(a, x_t) >= self.eps_tolerance
-                safe_a = _expand(torch.where(a >= self.eps_tolerance, a, 1.0), x_t)
-                parts.append(torch.where(alive, (cx - _expand(sigma, x_t) * cp) / safe_a, cp))
-            elif kind is Parameterization.V:
-                a_n, s_n, rho = self._normalised(a, sigma)
-                parts.append(_expand(a_n / rho, x_t) * cx - _expand(s_n, x_t) * cp)
-            else:
-                raise ValueError(f"expected a parameterization in {[p.value for p in Parameterization]}, got {kind!r}")
-        return sum(parts)
+        pairs = [x0_coefficients(kind, a, sigma, self.eps_tolerance) for a in self.gains(t, k, x_t)]
+        return self._mix(k, [(x_t, [w for w, _ in pairs]), (prediction, [w for _, w in pairs])])
 
     # ----------------------------------------------------------------- reverse process
     def cross_up(self, z: Tensor, scale: float, *, generator: torch.Generator | None = None,
@@ -264,15 +227,16 @@ class DimensionVaryingProcess:
     def _step_in_stage(self, z_t: Tensor, x0_hat: Tensor, t: float, s: float, k: int, eta: float,
                        generator: torch.Generator | None, noise: Tensor | None) -> Tensor:  # fmt: skip
         sigma_t, sigma_s = self.schedule.sigma(torch.tensor(t, dtype=torch.float64)), self.schedule.sigma(s)
-        if noise is None and eta > 0:
-            noise = torch.randn(z_t.shape, generator=generator, device=z_t.device, dtype=z_t.dtype)
         # components are orthogonal projections, so comp_j(eps_hat) = (comp_j(z_t) - a_j(t) comp_j(x0_hat)) / sigma_t:
         # each component takes exactly the Gaussian DDIM(eta) step with its own gain a_j
-        (gains_t, gains_s), split = self._parts(k, self.gains(t, k, z_t), self.gains(s, k, z_t))
-        noises = split(noise) if noise is not None else [None] * len(gains_t)
-        parts = zip(gains_t, gains_s, split(z_t), split(x0_hat), noises, strict=True)
-        return sum(ddim_combine(cz, c0, step_coefficients(a_t, sigma_t, a_s, sigma_s), eta=eta, noise=cn)
-                   for a_t, a_s, cz, c0, cn in parts)  # fmt: skip
+        pairs = zip(self.gains(t, k, z_t), self.gains(s, k, z_t), strict=True)
+        weights = [ddim_coefficients(step_coefficients(a_t, sigma_t, a_s, sigma_s), eta) for a_t, a_s in pairs]
+        terms = [(z_t, [w[0] for w in weights]), (x0_hat, [w[1] for w in weights])]
+        if any(bool(w[2].any()) for w in weights):
+            if noise is None:
+                noise = torch.randn(z_t.shape, generator=generator, device=z_t.device, dtype=z_t.dtype)
+            terms.append((noise, [w[2] for w in weights]))
+        return self._mix(k, terms)
 
 
 def estimate_complement_std(images: Sequence[Tensor] | Tensor, num_levels: int) -> tuple[float, ...]:

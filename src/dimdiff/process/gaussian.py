@@ -16,20 +16,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from dimdiff.process import parameterization as P
+from dimdiff.ops.combine import batch_coefficient, linear_combination
 from dimdiff.process.base import CrossHook, TimeLike, broadcast_time
-from dimdiff.process.parameterization import Parameterization
+from dimdiff.process.parameterization import Parameterization, target_coefficients, x0_coefficients
 from dimdiff.process.schedules import LinearBetaSchedule, Schedule
 from dimdiff.process.timesteps import Spacing, timesteps
 
-__all__ = ["GaussianProcess", "ddim_combine", "step_coefficients"]
-
-
-def _expand(c: Tensor, x: Tensor) -> Tensor:
-    """Coefficients of shape () or (B,) -> broadcastable against x, in x's dtype."""
-    if c.ndim == 0:
-        return c.to(x.dtype)
-    return c.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+__all__ = ["GaussianProcess", "ddim_combine", "ddim_coefficients", "step_coefficients"]
 
 
 @dataclass(frozen=True)
@@ -57,17 +50,15 @@ class GaussianProcess:
 
     # ------------------------------------------------------------------ forward process
     def alpha_sigma(self, t: TimeLike, like: Tensor) -> tuple[Tensor, Tensor]:
-        """alpha_t, sigma_t broadcast against ``like`` (B, ...)."""
-        tt = broadcast_time(t, like)
-        alpha, sigma = self.schedule.alpha_sigma(tt)
-        return _expand(alpha, like), _expand(sigma, like)
+        """alpha_t, sigma_t, float64, shape () or (B,) for a batch ``like`` (B, ...)."""
+        return self.schedule.alpha_sigma(broadcast_time(t, like))
 
     def log_snr(self, t: TimeLike) -> Tensor:
         return self.schedule.log_snr(t)
 
     def forward_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         alpha, sigma = self.alpha_sigma(t, x0)
-        return alpha * x0 + sigma * noise
+        return linear_combination([(x0, alpha), (noise, sigma)])
 
     def noise_like(self, x0: Tensor, t: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -76,22 +67,16 @@ class GaussianProcess:
     def x0_from_prediction(self, x_t: Tensor, prediction: Tensor, t: TimeLike, kind: Parameterization) -> Tensor:
         if kind is Parameterization.X0:
             return prediction
-        alpha, sigma = self.alpha_sigma(t, x_t)
-        if kind is Parameterization.EPS:
-            return P.eps_to_x0(x_t, prediction, alpha, sigma)
-        if kind is Parameterization.V:
-            return P.v_to_x0(x_t, prediction, alpha, sigma)
-        raise ValueError(f"expected a parameterization in {[k.value for k in Parameterization]}, got {kind!r}")
+        w_x, w_pred = x0_coefficients(kind, *self.alpha_sigma(t, x_t))
+        return linear_combination([(x_t, w_x), (prediction, w_pred)])
 
     def training_target(self, x0: Tensor, noise: Tensor, t: TimeLike, kind: Parameterization) -> Tensor:
         if kind is Parameterization.X0:
             return x0
         if kind is Parameterization.EPS:
             return noise
-        if kind is Parameterization.V:
-            alpha, sigma = self.alpha_sigma(t, x0)
-            return alpha * noise - sigma * x0
-        raise ValueError(f"expected a parameterization in {[k.value for k in Parameterization]}, got {kind!r}")
+        w_noise, w_x0 = target_coefficients(kind, *self.alpha_sigma(t, x0))
+        return linear_combination([(noise, w_noise), (x0, w_x0)])
 
     # ------------------------------------------------------------------ reverse process
     def _step_coefficients(self, t: TimeLike, s: TimeLike, like: Tensor) -> dict[str, Tensor]:
@@ -116,8 +101,8 @@ class GaussianProcess:
         c = self._step_coefficients(t, s, x_t)
         k_t = c["r"] * c["sigma_s"] ** 2 / c["sigma_t"] ** 2
         k_0 = c["alpha_s"] * c["v"] / c["sigma_t"] ** 2
-        mean = _expand(k_t, x_t) * x_t + _expand(k_0, x_t) * x0
-        return mean, _expand(c["var"], x_t)
+        mean = linear_combination([(x_t, k_t), (x0, k_0)])
+        return mean, batch_coefficient(c["var"], x_t)
 
     def reverse_step(
         self,
@@ -147,6 +132,15 @@ def step_coefficients(alpha_t: Tensor, sigma_t: Tensor, alpha_s: Tensor, sigma_s
     }  # fmt: skip
 
 
+def ddim_coefficients(c: dict[str, Tensor], eta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(w_x, w_x0, w_noise) of the DDIM(eta) step x_s = w_x x_t + w_x0 x0_hat + w_noise z, from
+    x_s = alpha_s x0_hat + sqrt(sigma_s^2 - eta^2 var) eps_hat + eta sqrt(var) z,
+    eps_hat = (x_t - alpha_t x0_hat) / sigma_t. eta = 1 is the posterior q(x_s | x_t, x0_hat)."""
+    c2 = eta**2 * c["var"]
+    direction = torch.sqrt((c["sigma_s"] ** 2 - c2).clamp_min(0.0)) / c["sigma_t"]
+    return direction, c["alpha_s"] - direction * c["alpha_t"], torch.sqrt(c2)
+
+
 def ddim_combine(
     x_t: Tensor,
     x0_hat: Tensor,
@@ -156,14 +150,11 @@ def ddim_combine(
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
 ) -> Tensor:
-    """x_s = alpha_s x0_hat + sqrt(sigma_s^2 - eta^2 var) eps_hat + eta sqrt(var) z, with
-    eps_hat = (x_t - alpha_t x0_hat) / sigma_t. eta = 1 is the posterior q(x_s | x_t, x0_hat)."""
-    eps_hat = (x_t - _expand(c["alpha_t"], x_t) * x0_hat) / _expand(c["sigma_t"], x_t)  # (B, C, H, W)
-    c2 = eta**2 * c["var"]
-    direction = torch.sqrt((c["sigma_s"] ** 2 - c2).clamp_min(0.0))
-    x_s = _expand(c["alpha_s"], x_t) * x0_hat + _expand(direction, x_t) * eps_hat
-    if eta > 0 and bool((c2 > 0).any()):
+    """The DDIM(eta) step of ``ddim_coefficients``; z is ``noise``, else drawn where eta^2 var > 0."""
+    w_x, w_x0, w_noise = ddim_coefficients(c, eta)
+    terms = [(x_t, w_x), (x0_hat, w_x0)]
+    if bool(w_noise.any()):
         if noise is None:
             noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-        x_s = x_s + _expand(torch.sqrt(c2), x_t) * noise
-    return x_s
+        terms.append((noise, w_noise))
+    return linear_combination(terms)
