@@ -102,11 +102,19 @@ def test_timesteps_include_turning_points_and_never_straddle_them(n):
         (dict(turning_points=(0.3, 1.0), window_widths=(0.1, 0.1)), "strictly increasing in"),
         (dict(turning_points=(0.3,), window_widths=(0.1, 0.1)), "one window width per turning point"),
         (dict(turning_points=(0.3,), window_widths=(0.4,)), r"expected a width in \(0, tau_1 = 0.3\]"),
+        (dict(turning_points=(0.3,), window_widths=(0.3,), window=Window.SNR), "snr window must start after t = 0"),
     ],
 )
 def test_bad_stage_settings_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Stages(**kwargs)
+
+
+@pytest.mark.parametrize("window", [Window.LINEAR, Window.COSINE])
+def test_a_window_may_start_at_t_0(window):
+    stages = Stages(turning_points=(0.3,), window_widths=(0.3,), window=window)
+    lam = stages.attenuation(0, T, LinearBetaSchedule())
+    assert torch.isfinite(lam).all() and lam[0] == 1.0 and torch.all(lam[T >= 0.3] == 0.0)
 
 
 def test_no_turning_point_is_one_full_resolution_stage():

@@ -64,6 +64,10 @@ class Stages:
         for j, (tau, width) in enumerate(zip(taus, self.window_widths, strict=True)):
             if not 0.0 < width <= tau:
                 raise ValueError(f"window of component {j}: expected a width in (0, tau_{j + 1} = {tau}], got {width}")
+            if self.window is Window.SNR and width >= tau:  # the base SNR is infinite at t = 0
+                raise ValueError(f"window of component {j}: an snr window must start after t = 0 (its shape is "
+                                 f"relative to the base SNR there, which is infinite): expected a width < "
+                                 f"tau_{j + 1} = {tau}, got {width}")  # fmt: skip
 
     @property
     def num_levels(self) -> int:
