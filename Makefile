@@ -40,12 +40,17 @@ bench: $(VENV)/.installed
 	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench sampling
 	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench training
 	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench quality
+	OMP_NUM_THREADS=1 $(VENV)/bin/dimdiff bench oracle
 
 # DVDP against DDPM (and subspace diffusion) at equal training steps on 32 px data: the README's quality tables
 DVDP_QUALITY := data.resolution=32 'model.attention_resolutions=[8]' process.parameterization=v --steps 20,50,100 --threads 1
 bench-dvdp: $(VENV)/.installed
 	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench sampling --steps 100 --repeats 5 --methods dvdp-ddim,subspace-ddim
 	OMP_NUM_THREADS=2 $(VENV)/bin/dimdiff bench training --methods dvdp-ddim,subspace-ddim
+	OMP_NUM_THREADS=1 $(VENV)/bin/dimdiff bench oracle
+	for w in "late 0.6,0.8 0.2,0.2" "narrow 0.3,0.6 0.05,0.05"; do set -- $$w; \
+		OMP_NUM_THREADS=1 $(VENV)/bin/dimdiff bench oracle --methods dvdp-ddim,dvdp-ddpm process.kind=dvdp \
+			"process.turning_points=[$$2]" "process.window_widths=[$$3]" --out benchmarks/results/oracle_windows/$$1; done
 	OMP_NUM_THREADS=1 $(VENV)/bin/dimdiff bench quality $(DVDP_QUALITY) --train-steps 2500 --datasets digits \
 		--methods ddpm,dvdp-ddim,dvdp-ddpm,dvdp-perstage-ddim,dvdp-perstage-ddpm,subspace-ddim,subspace-ddpm \
 		--out benchmarks/results/quality_digits32

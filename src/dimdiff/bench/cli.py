@@ -1,11 +1,13 @@
-"""`dimdiff bench sampling|training|quality`: the command line over `dimdiff.bench`.
+"""`dimdiff bench sampling|training|quality|oracle`: the command line over `dimdiff.bench`.
 
     dimdiff bench sampling [--config FILE] [section.key=value ...] [--steps 50] [--batch 16] [--repeats 10]
     dimdiff bench training [--config FILE] [section.key=value ...] [--batch 16] [--repeats 10]
     dimdiff bench quality  [--config FILE] [section.key=value ...] [--datasets digits,patches] [--steps 10,20,50]
+    dimdiff bench oracle   [--config FILE] [section.key=value ...] [--steps 10,20,50,100] [--samples 20000]
 
 Without --config, sampling and training use a `tiny`-like U-Net on 3x32x32 images (SPEED_DEFAULTS)
-and quality a small U-Net on 16 px digits (QUALITY_DEFAULTS); overrides apply on top of either.
+and quality a small U-Net on 16 px digits (QUALITY_DEFAULTS); oracle needs no network and uses
+the process, sampler and image shape (ORACLE_DEFAULTS: 1x16x16); overrides apply on top of any.
 Results go to --out (benchmarks/results): <benchmark>.json (with the machine, versions, git commit,
 seeds and command line), <benchmark>.md (the table printed) and, for quality, quality.png.
 """
@@ -23,7 +25,7 @@ import torch
 
 from dimdiff.config import Config, ConfigError, Device, apply_overrides, config_from_dict, load_config
 
-__all__ = ["add_bench_parser", "run_bench", "main", "SPEED_DEFAULTS", "QUALITY_DEFAULTS"]
+__all__ = ["add_bench_parser", "run_bench", "main", "SPEED_DEFAULTS", "QUALITY_DEFAULTS", "ORACLE_DEFAULTS"]
 
 # UNET_PRESETS["tiny"] (24 wide, 2 ResBlocks per level, attention at level 1) on 32 px RGB.
 SPEED_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -40,6 +42,10 @@ QUALITY_DEFAULTS: dict[str, dict[str, Any]] = {
     "train": {"steps": 1500, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "ema_decay": 0.995,
               "log_every": 50},
 }  # fmt: skip
+
+
+# Gaussian stand-ins for 16 px digits: one channel (the exact denoiser is a dense d x d solve per step).
+ORACLE_DEFAULTS: dict[str, dict[str, Any]] = {"data": {"name": "digits", "resolution": 16}}
 
 
 def _positive(text: str) -> int:
@@ -107,6 +113,13 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="reference feature cache (default: $DIMDIFF_CACHE or ~/.cache/dimdiff)")  # fmt: skip
     p.add_argument("--plot-metric", default=None, help="score key on the plot's y axis (default: the first metric's)")
     p.add_argument("--progress", action="store_true", help="training progress bars")
+
+    p = sub.add_parser("oracle", help="sampler error with the exact denoiser of Gaussian images (no training)")
+    _common(p, "ORACLE_DEFAULTS: 1x16x16")
+    p.add_argument("--steps", type=_int_list, default=(10, 20, 50, 100), help="sampling step counts N")
+    p.add_argument("--samples", type=_positive, default=20_000, help="samples per method and N")
+    p.add_argument("--variance", type=float, default=0.3, help="per-pixel variance of the Gaussian images")
+    p.add_argument("--corner", type=float, default=1.5, help="spectrum corner f_c = corner / resolution")
     return bench
 
 
@@ -198,11 +211,27 @@ def _quality(args: argparse.Namespace) -> list[Path]:
     return written + [quality_plot(result, plot, metric)]
 
 
+def _oracle(args: argparse.Namespace) -> list[Path]:
+    from dimdiff.bench.oracle import OracleOptions, oracle_bench
+    from dimdiff.bench.report import oracle_table
+
+    if args.device != "cpu":
+        raise ConfigError(f"--device: the oracle bench solves float64 systems on the CPU, got {args.device!r}")
+    base = _base_config(args, ORACLE_DEFAULTS)
+    if max(args.steps) > base.process.num_steps:
+        raise ConfigError(f"--steps: expected step counts <= process.num_steps = {base.process.num_steps}, "
+                          f"got {max(args.steps)}")  # fmt: skip
+    options = OracleOptions(steps=tuple(args.steps), samples=args.samples, variance=args.variance,
+                            corner=args.corner, seed=args.seed)  # fmt: skip
+    result = oracle_bench(_methods(args, base), options)
+    return _write(result, oracle_table(result), args.out, "oracle")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark that ``args.benchmark`` names; print its table and where it was written."""
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    commands = {"sampling": _sampling, "training": _training, "quality": _quality}
+    commands = {"sampling": _sampling, "training": _training, "quality": _quality, "oracle": _oracle}
     written = commands[args.benchmark](args)
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0

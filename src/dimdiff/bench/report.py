@@ -10,7 +10,8 @@ from typing import Any
 
 from dimdiff.bench.environment import machine_summary
 
-__all__ = ["write_json", "write_text", "sampling_table", "training_table", "quality_table", "quality_plot"]
+__all__ = ["write_json", "write_text", "sampling_table", "training_table", "quality_table", "quality_plot",
+           "oracle_table"]  # fmt: skip
 
 
 def _plain(value: Any) -> Any:
@@ -79,6 +80,19 @@ def training_table(result: dict[str, Any]) -> str:
              _num(r["time_ratio_to_ddim"], ".3f"), _num(r["flops_ratio_to_ddim"], ".3f"),
              _num(r["dimension_ratio"], ".3f"), _num(r["peak_memory_mb"], ".1f")] for r in result["rows"]]  # fmt: skip
     return _table(head, header, rows, result["notes"])
+
+
+def oracle_table(result: dict[str, Any]) -> str:
+    s, d = result["settings"], result["data"]
+    c, h, w = d["shape"]
+    head = (f"Samplers with the exact denoiser of Gaussian {c}x{h}x{w} images (1/f^2 spectrum, per-pixel variance "
+            f"{d['variance']:g}, total {d['trace']:.4g}), {s['samples']} samples per row, Frechet distance to the "
+            f"data on pixels; floor (as many real draws) {result['floor']:.4f}; excess = distance - floor; "
+            f"{machine_summary(result['environment'])}.")  # fmt: skip
+    header = ["method", "N", "Frechet distance", "excess", "excess / DDIM's"]
+    rows = [[r["name"], str(r["steps"]), f"{r['frechet']:.4f}", f"{r['excess']:.4f}",
+             _num(r["excess_ratio_to_ddim"], ".2f")] for r in result["rows"]]  # fmt: skip
+    return "\n".join([head, "", *_markdown(header, rows, text_columns=1)])
 
 
 def _score_columns(rows: list[dict[str, Any]]) -> list[str]:
