@@ -31,6 +31,7 @@ from dimdiff.bench.environment import environment_record
 from dimdiff.bench.registry import REFERENCE_KEY, BenchMethod, data_channels
 from dimdiff.build import build_process, data_shape, run_sampler, with_complement_std
 from dimdiff.config import config_to_dict
+from dimdiff.metrics.frechet import feature_statistics, frechet_distance_eig
 from dimdiff.process.parameterization import Parameterization
 
 __all__ = ["OracleOptions", "GaussianImages", "stationary_images", "oracle_denoiser", "frechet_gaussian",
@@ -109,19 +110,10 @@ def oracle_denoiser(process: Any, data: GaussianImages) -> Callable[[Tensor, Ten
 
 
 def frechet_gaussian(x: Tensor, mean: Tensor, cov: Tensor) -> float:
-    """|mu_x - m|^2 + tr(C_x + C - 2 (C_x C)^1/2) with (mu_x, C_x) the moments of samples x (N, ...)."""
-    flat = x.reshape(len(x), -1).double()
-    mu = flat.mean(0)
-    centred = flat - mu
-    cov_x = centred.T @ centred / (len(flat) - 1)
-    root_c = _sqrtm_psd(cov)
-    cross = torch.linalg.eigvalsh(root_c @ cov_x @ root_c).clamp_min(0.0).sqrt().sum()
-    return float((mu - mean).pow(2).sum() + cov_x.trace() + cov.trace() - 2 * cross)
-
-
-def _sqrtm_psd(a: Tensor) -> Tensor:
-    values, vectors = torch.linalg.eigh(a)
-    return (vectors * values.clamp_min(0.0).sqrt()) @ vectors.T
+    """The Frechet distance between the moments of samples x (N, ...) and N(mean, cov)
+    (`metrics.frechet`, symmetric eigenvalue form)."""
+    mu_x, cov_x = feature_statistics(x.reshape(len(x), -1).double().numpy())
+    return frechet_distance_eig(mu_x, cov_x, mean.numpy(), cov.numpy())
 
 
 def oracle_bench(methods: Sequence[BenchMethod], options: OracleOptions = OracleOptions()) -> dict[str, Any]:

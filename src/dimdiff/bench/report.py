@@ -92,7 +92,7 @@ def oracle_table(result: dict[str, Any]) -> str:
     header = ["method", "N", "Frechet distance", "excess", "excess / DDIM's"]
     rows = [[r["name"], str(r["steps"]), f"{r['frechet']:.4f}", f"{r['excess']:.4f}",
              _num(r["excess_ratio_to_ddim"], ".2f")] for r in result["rows"]]  # fmt: skip
-    return "\n".join([head, "", *_markdown(header, rows, text_columns=1)])
+    return _table(head, header, rows, [])
 
 
 def _score_columns(rows: list[dict[str, Any]]) -> list[str]:
