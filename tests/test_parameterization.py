@@ -33,3 +33,28 @@ def test_process_target_and_x0_are_inverse(kind):
     x_t = process.forward_sample(x0, t, eps)
     target = process.training_target(x0, eps, t, kind)
     torch.testing.assert_close(process.x0_from_prediction(x_t, target, t, kind), x0, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", list(Parameterization))
+def test_coefficients_invert_for_any_gain_and_guard_a_vanishing_one(kind):
+    """x_t = a x0 + sigma eps with a not tied to sigma (a DVDP component's gain): the target read
+    back through x0_coefficients is x0; below eps_tolerance eps-prediction reads the target as x0."""
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(4, 8, generator=g, dtype=torch.float64), torch.randn(4, 8, generator=g, dtype=torch.float64)
+    a = torch.tensor([0.9, 0.3, 0.05, 0.0], dtype=torch.float64)
+    sigma = torch.tensor(0.6, dtype=torch.float64)
+    x_t = a[:, None] * x0 + sigma * eps
+    w_noise, w_x0 = P.target_coefficients(kind, a, sigma, eps_tolerance=0.01)
+    target = w_noise[:, None] * eps + w_x0[:, None] * x0
+    w_x, w_pred = P.x0_coefficients(kind, a, sigma, eps_tolerance=0.01)
+    assert torch.isfinite(w_x).all() and torch.isfinite(w_pred).all()
+    torch.testing.assert_close(w_x[:, None] * x_t + w_pred[:, None] * target, x0, atol=1e-12, rtol=0)
+    if kind is Parameterization.EPS:
+        assert w_noise[-1] == 0 and w_x0[-1] == 1  # a = 0 < tolerance: the target is x0
+
+
+def test_coefficients_name_a_bad_kind():
+    a = torch.tensor(0.5, dtype=torch.float64)
+    for fn in (P.x0_coefficients, P.target_coefficients):
+        with pytest.raises(ValueError, match="expected a parameterization in"):
+            fn("score", a, a)  # type: ignore[arg-type]
