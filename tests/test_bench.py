@@ -25,7 +25,7 @@ from dimdiff.bench.registry import (
 from dimdiff.bench.sampling import PEER_KEY, SamplingOptions, sampling_bench
 from dimdiff.bench.timing import count_flops, peak_memory_mb
 from dimdiff.bench.training import TrainingOptions, training_bench
-from dimdiff.build import build_net
+from dimdiff.build import build_head, build_net, build_process
 from dimdiff.config import ConfigError, ProcessKind, SamplerKind, config_from_dict
 
 TINY = {
@@ -46,7 +46,8 @@ def tiny_methods() -> list:
 def _forward_flops(config, batch: int) -> float:
     """FLOPs of one forward of the configured net on a batch, per image."""
     torch.manual_seed(0)
-    net = build_net(config.model, 1, config.data.resolution, config.process.stages()).eval()
+    process = build_process(config.process, (1, config.data.resolution, config.data.resolution))
+    net = build_net(config.model, process, build_head(config)).eval()
     x, t = torch.randn(batch, 1, config.data.resolution, config.data.resolution), torch.rand(batch)
     with torch.inference_mode():
         return count_flops(lambda: net(x, t)) / batch

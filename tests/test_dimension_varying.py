@@ -374,8 +374,8 @@ def test_a_step_straddling_a_subspace_switch_estimates_the_detail_by_its_posteri
 def test_the_training_loss_of_a_reduced_state_is_the_projected_full_resolution_loss():
     """diffusion_loss sums over the stage-k state and divides by dim(x0): by Parseval this is the
     full-resolution per-pixel loss of U_k (pred - target), so no stage is weighted 4^k."""
+    from dimdiff.heads import diffusion_loss
     from dimdiff.ops.pool import unpool
-    from dimdiff.train.losses import diffusion_loss
 
     pred, target = (torch.randn(3, 2, 4, 4, generator=g(i), dtype=torch.float64) for i in range(2))
     weight = torch.ones(3, dtype=torch.float64)

@@ -45,7 +45,8 @@ def _expected(case: str) -> dict[str, torch.Tensor]:
 def test_the_fixtures_cover_every_process_kind():
     from dimdiff.config import ProcessKind
 
-    kinds = {json.loads((FIXTURES / c / "case.json").read_text()).get("process", {}).get("kind", "gaussian") for c in CASES}
+    raws = [json.loads((FIXTURES / c / "case.json").read_text()) for c in CASES]
+    kinds = {raw.get("process", {}).get("kind", "gaussian") for raw in raws}
     assert kinds == {k.value for k in ProcessKind}
 
 

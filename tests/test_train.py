@@ -7,7 +7,6 @@ import torch
 from dimdiff import checkpoint as ckpt
 from dimdiff.config import ProcessKind, config_from_dict
 from dimdiff.process.stages import Window
-from dimdiff.train import loop
 from dimdiff.train.loop import TrainingError, train
 
 TINY = {
@@ -61,15 +60,17 @@ def test_checkpoints_are_complete_weights_only_and_pruned(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real = loop.diffusion_loss
+    from dimdiff.nets.denoiser import Denoiser
+
+    real = Denoiser.loss
     calls = {"n": 0}
 
-    def poisoned(*args, **kwargs):
+    def poisoned(self, *args, **kwargs):
         calls["n"] += 1
-        loss, parts = real(*args, **kwargs)
+        loss, parts = real(self, *args, **kwargs)
         return (loss * float("nan"), parts) if calls["n"] == 5 else (loss, parts)
 
-    monkeypatch.setattr(loop, "diffusion_loss", poisoned)
+    monkeypatch.setattr(Denoiser, "loss", poisoned)
     with pytest.raises(TrainingError, match=r"loss is nan, not finite, at step 5; .*step_00000003"):
         train(tiny(tmp_path, steps=10), progress=False)
     found = ckpt.list_checkpoints(tmp_path / "run")
@@ -86,11 +87,12 @@ def test_resume_refuses_another_architecture(tmp_path):
 
 
 def test_loading_weights_of_another_architecture_is_a_clear_error(tmp_path):
-    from dimdiff.build import build_net
+    from dimdiff.build import build_head, build_net, build_process
 
     result = train(tiny(tmp_path, steps=3), progress=False)
     wider_config = config_from_dict({"model": {**TINY["model"], "base_channels": 16}})
-    wider = build_net(wider_config.model, 1, 8, wider_config.process.stages())
+    process = build_process(wider_config.process, (1, 8, 8))
+    wider = build_net(wider_config.model, process, build_head(wider_config))
     with pytest.raises(ckpt.CheckpointError, match="does not fit this model") as info:
         ckpt.load_state_dict_strict(wider, result.checkpoint / "model.safetensors")
     assert "shape mismatch" in str(info.value)
@@ -215,7 +217,7 @@ def test_staged_variants_train_resume_exactly_and_sample(tmp_path, variant):
     assert resumed.losses == whole.losses[3:] and all(torch.isfinite(torch.tensor(whole.losses)))
     model = load_model(whole.checkpoint)
     assert isinstance(model.denoiser.net, StagedNet)
-    assert model.denoiser.net.pixel_units == model_keys.get("pixel_units", True)
+    assert model.denoiser.pixel_units == model_keys.get("pixel_units", True)
     if variant == "per-stage-nets":
         assert len(model.denoiser.net.nets) == 3
     if variant == "subspace":
@@ -228,7 +230,7 @@ def test_staged_variants_train_resume_exactly_and_sample(tmp_path, variant):
         meta = json.loads(meta_file.read_text())
         del meta["config"]["model"]["pixel_units"]
         meta_file.write_text(json.dumps(meta))
-        assert load_model(whole.checkpoint).denoiser.net.pixel_units is False
+        assert load_model(whole.checkpoint).denoiser.pixel_units is False
 
 
 def test_subspace_samples_with_the_langevin_corrector(tmp_path):
@@ -268,21 +270,23 @@ def test_resuming_a_finished_run_only_redraws_its_pictures(tmp_path):
 def test_a_scaled_step_whose_gradients_overflow_is_skipped_not_fatal(tmp_path):
     """With fp16 loss scaling (here a CPU GradScaler), an inf gradient skips that update and the
     EMA update, lowers the scale, and training goes on; without scaling it stops the run."""
+    from dimdiff.build import build_denoiser
     from dimdiff.train.distributed import DistInfo
     from dimdiff.train.loop import _build, _train_step
 
     run, _ = _build(tiny(tmp_path, steps=5), torch.device("cpu"), DistInfo(), None)
     run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    denoiser = build_denoiser(run.config, run.net, run.process)
     batches = iter(run.stream)
-    _train_step(run, run.net, run.net, batches)
+    _train_step(run, run.net, denoiser, batches)
     before = [p.detach().clone() for p in run.net.parameters()]
     hook = next(run.net.parameters()).register_hook(lambda g: torch.full_like(g, float("inf")))
-    loss, _, grad_norm = _train_step(run, run.net, run.net, batches)
+    loss, _, grad_norm = _train_step(run, run.net, denoiser, batches)
     hook.remove()
     assert run.step == 2 and run.ema.num_updates == 1 and run.scaler.get_scale() < 2.0**8
     assert torch.isfinite(torch.tensor(loss)) and not torch.isfinite(torch.tensor(grad_norm))
     assert all(torch.equal(a, b) for a, b in zip(before, run.net.parameters(), strict=True))
-    _train_step(run, run.net, run.net, batches)
+    _train_step(run, run.net, denoiser, batches)
     assert run.step == 3 and run.ema.num_updates == 2
 
 

@@ -169,16 +169,23 @@ def test_input_memory_format_does_not_matter() -> None:
 
 
 # ----------------------------------------------------------------------------- networks per stage
-def _staged(per_stage: bool, stage_embedding: bool | None = None, pixel_units: bool = False):
+def _dvdp_process(resolution: int = 16):
+    from dimdiff.process.dimension_varying import DimensionVaryingProcess
+    from dimdiff.process.stages import Stages
+
+    return DimensionVaryingProcess((1, resolution, resolution), Stages((0.3, 0.6), (0.2, 0.2)))
+
+
+def _staged(per_stage: bool, stage_embedding: bool | None = None):
     from dimdiff.build import build_net
     from dimdiff.config import ModelConfig
-    from dimdiff.process.stages import Stages
+    from dimdiff.heads import RegressionHead
 
     told = not per_stage if stage_embedding is None else stage_embedding
     model = ModelConfig(base_channels=8, channel_mult=(1, 2), attention_resolutions=(), per_stage_nets=per_stage,
-                        stage_embedding=told, pixel_units=pixel_units)  # fmt: skip
+                        stage_embedding=told)  # fmt: skip
     torch.manual_seed(0)
-    return build_net(model, 1, 16, Stages((0.3, 0.6), (0.2, 0.2)))
+    return build_net(model, _dvdp_process(), RegressionHead())
 
 
 def test_per_stage_nets_route_each_batch_to_its_stage_only():
@@ -216,51 +223,61 @@ def test_a_shared_net_told_the_stage_depends_on_it():
 
 @pytest.mark.parametrize("per_stage", [False, True])
 def test_pixel_units_scale_the_state_down_and_the_output_up_by_2_to_the_k(per_stage):
-    """A stage-k state is 2^k times average-pooled pixels: the net sees z / 2^k and its output is
-    multiplied by 2^k; stage 0 is untouched, and without pixel_units the net sees z as it is."""
-    scaled = _staged(per_stage, stage_embedding=False, pixel_units=True)
-    plain = _staged(per_stage, stage_embedding=False, pixel_units=False)
+    """A stage-k state is 2^k times average-pooled pixels: in pixel units the denoiser feeds the net
+    z / 2^k and multiplies its output by 2^k; stage 0 is untouched, and without pixel units the net
+    sees z as it is."""
+    from dimdiff.heads import RegressionHead
+    from dimdiff.nets.denoiser import Denoiser
+    from dimdiff.process.parameterization import Parameterization
+
+    net = _staged(per_stage, stage_embedding=False)
     with torch.no_grad():  # zero-initialised output layers: make every path count
-        for p in scaled.parameters():
+        for p in net.parameters():
             p.normal_(0.0, 0.2)
-    plain.load_state_dict(scaled.state_dict())
+    head = RegressionHead(Parameterization.X0)
+    scaled = Denoiser(net, _dvdp_process(), head, clip_x0=False, pixel_units=True)
+    plain = Denoiser(net, _dvdp_process(), head, clip_x0=False, pixel_units=False)
     for k, (t, size) in enumerate([(0.2, 16), (0.5, 8), (0.9, 4)]):
-        x, tt = torch.randn(2, 1, size, size), torch.full((2,), t)
-        inner = scaled.nets[k if per_stage else 0]
+        x, tt = torch.randn(2, 1, size, size), torch.full((2,), t, dtype=torch.float64)
+        inner = net.nets[k if per_stage else 0]
         with torch.no_grad():
-            torch.testing.assert_close(scaled(x, tt), inner(x / 2**k, tt) * 2**k)
-            torch.testing.assert_close(plain(x, tt), inner(x, tt))
+            torch.testing.assert_close(scaled(x, tt), inner(x / 2**k, tt.float()) * 2**k)
+            torch.testing.assert_close(plain(x, tt), inner(x, tt.float()))
             assert (k == 0) == torch.allclose(scaled(x, tt), plain(x, tt))
 
 
 def test_a_process_with_stages_gets_a_staged_net_and_the_gaussian_one_a_plain_unet():
     from dimdiff.build import build_net
     from dimdiff.config import ModelConfig
+    from dimdiff.heads import RegressionHead
     from dimdiff.nets.staged import StagedNet
     from dimdiff.nets.unet import UNet
-    from dimdiff.process.stages import Stages
+    from dimdiff.process.gaussian import GaussianProcess
 
-    small = {"base_channels": 8, "channel_mult": (1, 2), "attention_resolutions": ()}
-    stages = Stages((0.3, 0.6), (0.2, 0.2))
-    assert isinstance(build_net(ModelConfig(**small), 1, 16, stages), StagedNet)  # pixel units by default
-    assert isinstance(build_net(ModelConfig(**small, pixel_units=False), 1, 16, stages), StagedNet)
-    assert isinstance(build_net(ModelConfig(**small), 1, 16, Stages((), ())), UNet)  # gaussian: one stage
+    small = ModelConfig(base_channels=8, channel_mult=(1, 2), attention_resolutions=())
+    staged = build_net(small, _dvdp_process(), RegressionHead())
+    assert isinstance(staged, StagedNet) and staged.heights == (16, 8, 4) and not staged.skips_parameters
+    assert isinstance(build_net(small, GaussianProcess((1, 16, 16)), RegressionHead()), UNet)  # one level
 
 
 def test_staged_net_refuses_a_wrong_number_of_nets_or_a_stage_label_for_per_stage_nets():
     from dimdiff.nets.staged import StagedNet
 
     nets = [torch.nn.Identity(), torch.nn.Identity()]
-    with pytest.raises(ValueError, match=r"expected 1 shared net or 3 \(one per stage\), got 2"):
-        StagedNet(nets, resolution=16, num_stages=3)
+    with pytest.raises(ValueError, match=r"expected 1 shared net or 3 \(one per level\), got 2"):
+        StagedNet(nets, heights=(16, 8, 4))
     with pytest.raises(ValueError, match="tell_stage applies to one shared net"):
-        StagedNet([*nets, torch.nn.Identity()], resolution=16, num_stages=3, tell_stage=True)
+        StagedNet([*nets, torch.nn.Identity()], heights=(16, 8, 4), tell_stage=True)
+    with pytest.raises(ValueError, match="one distinct state height per level"):
+        StagedNet(nets, heights=(16, 16))
+    assert StagedNet([*nets, torch.nn.Identity()], heights=(16, 8, 4)).skips_parameters
 
 
 def test_stage_options_need_turning_points():
     from dimdiff.build import build_net
     from dimdiff.config import ConfigError, ModelConfig
-    from dimdiff.process.stages import Stages
+    from dimdiff.heads import RegressionHead
+    from dimdiff.process.gaussian import GaussianProcess
 
-    with pytest.raises(ConfigError, match="expected a process with turning points"):
-        build_net(ModelConfig(per_stage_nets=True), 1, 16, Stages((), ()))
+    with pytest.raises(ConfigError, match="expected a process whose state changes resolution"):
+        build_net(ModelConfig(per_stage_nets=True), GaussianProcess((1, 16, 16)), RegressionHead())

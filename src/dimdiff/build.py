@@ -14,19 +14,20 @@ from torch import Tensor, nn
 
 from dimdiff.config import Config, ConfigError, ModelConfig, ProcessConfig, ProcessKind, SampleConfig, SamplerKind
 from dimdiff.data import DatasetName, ImageDataset, load_dataset
+from dimdiff.heads import Head, RegressionHead
 from dimdiff.nets.denoiser import Denoiser
 from dimdiff.nets.staged import StagedNet
 from dimdiff.nets.unet import UNet
+from dimdiff.process.base import DiffusionProcess
 from dimdiff.process.dimension_varying import DimensionVaryingProcess, estimate_complement_std
 from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.schedules import make_schedule
-from dimdiff.process.stages import Stages
 from dimdiff.samplers import adaptive_sample, ddim_sample, ddpm_sample
 from dimdiff.samplers.corrector import ComplementLangevin
 from dimdiff.samplers.ddim import Callback
 
 __all__ = [
-    "build_process", "build_net", "build_denoiser", "run_sampler", "data_channels", "data_shape",
+    "build_process", "build_head", "build_net", "build_denoiser", "run_sampler", "data_channels", "data_shape",
     "with_complement_std", "needs_complement_std", "training_data",
 ]  # fmt: skip
 
@@ -42,16 +43,12 @@ def data_shape(config: Config, channels: int) -> tuple[int, int, int]:
     return (channels, config.data.resolution, config.data.resolution)
 
 
-Process = GaussianProcess | DimensionVaryingProcess
-
-
-def build_process(config: ProcessConfig, shape: tuple[int, int, int]) -> Process:
+def build_process(config: ProcessConfig, shape: tuple[int, int, int]) -> DiffusionProcess:
+    """The configured process for clean data of ``shape``. Subspace diffusion without process.complement_std
+    builds (training estimates s_perp from the data), but refuses to cross a switch time until it has them."""
     if config.kind is ProcessKind.GAUSSIAN:
         return GaussianProcess(shape, make_schedule(config.schedule), config.num_steps)
     if config.kind in (ProcessKind.DVDP, ProcessKind.SUBSPACE):
-        if config.kind is ProcessKind.SUBSPACE and not config.complement_std:
-            raise ConfigError("process.complement_std: expected one value per turning point for subspace "
-                              "(training estimates them from the data), got none")  # fmt: skip
         try:
             return DimensionVaryingProcess(shape, config.stages(), make_schedule(config.schedule), config.num_steps,
                                            complement_std=tuple(config.complement_std))  # fmt: skip
@@ -97,10 +94,10 @@ def with_complement_std(config: Config, images: Sequence[Tensor]) -> Config:
     return dataclasses.replace(config, process=dataclasses.replace(process, complement_std=std))
 
 
-def _unet(config: ModelConfig, channels: int, resolution: int, num_classes: int = 0) -> UNet:
+def _unet(config: ModelConfig, in_channels: int, out_channels: int, resolution: int, num_classes: int = 0) -> UNet:
     return UNet(
-        in_channels=channels,
-        out_channels=channels,
+        in_channels=in_channels,
+        out_channels=out_channels,
         base_channels=config.base_channels,
         channel_mult=tuple(config.channel_mult),
         num_res_blocks=config.num_res_blocks,
@@ -112,38 +109,42 @@ def _unet(config: ModelConfig, channels: int, resolution: int, num_classes: int 
     )
 
 
-def build_net(config: ModelConfig, channels: int, resolution: int, stages: Stages) -> nn.Module:
-    """The configured U-Net: for the gaussian process a plain one; for a process with stages a
-    `StagedNet` (shared, shared and told the stage, or one per stage; in pixel units or not)
-    (``stages``: the process's, `ProcessConfig.stages()`; the gaussian process has one)."""
-    num_stages = stages.num_levels + 1
-    if num_stages == 1:
+def build_head(config: Config) -> Head:
+    """The denoiser's head: today the regression head of process.parameterization and the train loss settings."""
+    tc = config.train
+    return RegressionHead(config.process.parameterization, tc.loss_weighting, tc.min_snr_gamma, tc.complexity_lambda)
+
+
+def build_net(config: ModelConfig, process: DiffusionProcess, head: Head) -> nn.Module:
+    """The configured U-Net for every (state, target) shape ``process.net_shapes()`` lists: one plain U-Net
+    where the state keeps one resolution, else a `StagedNet` (shared, shared and told the level, or one
+    per level). Attention sizes refer to the finest state's resolution."""
+    shapes = process.net_shapes()
+    (channels, resolution, _), target = shapes[0]
+    out_channels = head.output_shape(target)[0]
+    if len(shapes) == 1:
         if config.stage_embedding or config.per_stage_nets:
-            raise ConfigError("model.stage_embedding / model.per_stage_nets: expected a process with turning "
-                              "points (dvdp or subspace), got one stage")  # fmt: skip
-        return _unet(config, channels, resolution)
+            raise ConfigError("model.stage_embedding / model.per_stage_nets: expected a process whose state changes "
+                              "resolution (dvdp or subspace), got one level")  # fmt: skip
+        return _unet(config, channels, out_channels, resolution)
     if config.per_stage_nets:
-        nets = [_unet(config, channels, resolution) for _ in range(num_stages)]
+        nets = [_unet(config, channels, out_channels, resolution) for _ in shapes]
     else:
-        nets = [_unet(config, channels, resolution, num_classes=num_stages if config.stage_embedding else 0)]
-    return StagedNet(nets, resolution=resolution, num_stages=num_stages, tell_stage=config.stage_embedding,
-                     pixel_units=config.pixel_units)  # fmt: skip
+        nets = [_unet(config, channels, out_channels, resolution, len(shapes) if config.stage_embedding else 0)]
+    return StagedNet(nets, heights=[state[1] for state, _ in shapes], tell_stage=config.stage_embedding)
 
 
-def build_denoiser(config: Config, net: nn.Module, process: Process) -> Denoiser:
-    return Denoiser(
-        net,
-        process,
-        config.process.parameterization,
-        clip_x0=config.sample.clip_x0,
-        channels_last=config.train.channels_last,
-    )
+def build_denoiser(config: Config, net: nn.Module, process: DiffusionProcess, *,
+                   autocast: torch.dtype | None = None) -> Denoiser:  # fmt: skip
+    return Denoiser(net, process, build_head(config), clip_x0=config.sample.clip_x0,
+                    channels_last=config.train.channels_last, pixel_units=config.model.pixel_units,
+                    autocast=autocast)  # fmt: skip
 
 
 def run_sampler(
     config: SampleConfig,
     denoiser: nn.Module,
-    process: Process,
+    process: DiffusionProcess,
     n: int,
     *,
     generator: torch.Generator | None = None,

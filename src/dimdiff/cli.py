@@ -105,18 +105,20 @@ def _sample_config(args: argparse.Namespace, base: SampleConfig) -> SampleConfig
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from dimdiff.build import attention_levels, build_net, data_channels
+    from dimdiff.build import build_head, build_net, build_process, data_channels, data_shape
     from dimdiff.config import dumps, load_config
 
     config = load_config(args.config, args.overrides)
+    if config.train.threads > 0:
+        torch.set_num_threads(config.train.threads)
     if args.dry_run:
         channels = data_channels(config)
-        attention_levels(config.model, config.data.resolution)
+        process = build_process(config.process, data_shape(config, channels))
         with torch.device("meta"):
-            net = build_net(config.model, channels, config.data.resolution, config.process.stages())
+            net = build_net(config.model, process, build_head(config))
         print(dumps(config))
-        nets = f"{len(config.process.stages().boundaries()) - 1} UNets (one per stage)" \
-            if config.model.per_stage_nets else "UNet"  # fmt: skip
+        levels = len(process.net_shapes())
+        nets = f"{levels} UNets (one per stage)" if config.model.per_stage_nets else "UNet"
         print(f"model: {nets} with {sum(p.numel() for p in net.parameters()):,} parameters "
               f"at {channels}x{config.data.resolution}x{config.data.resolution}")  # fmt: skip
         return 0

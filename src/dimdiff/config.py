@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dimdiff.data import DatasetName
+from dimdiff.heads.regression import LossWeighting
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.schedules import ScheduleName
 from dimdiff.process.stages import Stages, Window
@@ -45,11 +46,6 @@ class ProcessKind(str, enum.Enum):
     GAUSSIAN = "gaussian"  # DDPM/DDIM variance-preserving baseline
     DVDP = "dvdp"  # dimensionality-varying diffusion: attenuate and drop detail components
     SUBSPACE = "subspace"  # subspace diffusion: drop detail components unattenuated (approximate crossing)
-
-
-class LossWeighting(str, enum.Enum):
-    MSE = "mse"  # plain mean squared error on the network's target
-    MIN_SNR = "min_snr"  # min-SNR-gamma (Hang et al. 2023)
 
 
 class Precision(str, enum.Enum):
@@ -177,7 +173,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network (slow start per resolution)
     channels_last: bool = False  # channels-last memory format
     device: Device = Device.AUTO  # cpu or cuda
-    threads: int = 0  # torch CPU threads (0 = torch's default)
+    threads: int = 0  # torch CPU threads that `dimdiff train` sets (0 = torch's default)
     seed: int = 0  # seeds data order, t, noise and initial weights
     out_dir: str = "runs/default"  # where checkpoints, logs and pictures go
     checkpoint_every: int = 500  # steps between checkpoints (the last step always saves)

@@ -12,11 +12,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dimdiff.build import build_denoiser, build_net, build_process, run_sampler
+from dimdiff.build import build_denoiser, build_head, build_net, build_process, run_sampler
 from dimdiff.checkpoint import CheckpointInfo, load_state_dict_strict, read_checkpoint_info
 from dimdiff.config import SampleConfig
 from dimdiff.images import save_grid, save_images, save_npz
 from dimdiff.nets.denoiser import Denoiser
+from dimdiff.process.base import DiffusionProcess
 
 __all__ = ["LoadedModel", "batch_seed", "load_model", "generate", "write_samples"]
 
@@ -28,7 +29,7 @@ class LoadedModel:
     device: torch.device
 
     @property
-    def process(self) -> Any:
+    def process(self) -> DiffusionProcess:
         return self.denoiser.process
 
 
@@ -40,12 +41,11 @@ def load_model(
     info = read_checkpoint_info(checkpoint)
     if use_ema is None:
         use_ema = info.config.sample.use_ema
-    channels, resolution = info.data_shape[0], info.data_shape[1]
-    net = build_net(info.config.model, channels, resolution, info.config.process.stages())
+    process = build_process(info.config.process, info.data_shape)
+    net = build_net(info.config.model, process, build_head(info.config))
     load_state_dict_strict(net, info.path / ("ema.safetensors" if use_ema else "model.safetensors"))
     device = torch.device(device)
     net = net.to(device).eval()
-    process = build_process(info.config.process, info.data_shape)
     return LoadedModel(info, build_denoiser(info.config, net, process), device)
 
 

@@ -36,7 +36,15 @@ from dimdiff.bench.registry import (
     with_data_statistics,
 )  # fmt: skip
 from dimdiff.bench.timing import count_flops, interleaved_times, median_ratio, peak_memory_mb
-from dimdiff.build import attention_levels, build_denoiser, build_net, build_process, data_shape, run_sampler
+from dimdiff.build import (
+    attention_levels,
+    build_denoiser,
+    build_head,
+    build_net,
+    build_process,
+    data_shape,
+    run_sampler,
+)
 from dimdiff.config import SampleConfig, SamplerKind, config_to_dict
 from dimdiff.nets.unet import num_parameters
 
@@ -75,8 +83,9 @@ def _method_contestant(method: BenchMethod, options: SamplingOptions) -> Contest
     config, device = with_data_statistics(method.config), torch.device(options.device)
     channels = data_channels(config)
     process = build_process(config.process, data_shape(config, channels))
-    torch.manual_seed(options.seed)  # the same untrained weights for every method
-    net = build_net(config.model, channels, config.data.resolution, config.process.stages()).to(device).eval()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(options.seed)  # the same untrained weights for every method
+        net = build_net(config.model, process, build_head(config)).to(device).eval()
     denoiser = build_denoiser(config, net, process)
 
     @torch.inference_mode()
@@ -98,13 +107,14 @@ def _peer_contestant(reference: BenchMethod, options: SamplingOptions, notes: li
         return None
     config, device = reference.config, torch.device(options.device)
     channels, model = data_channels(config), config.model
-    torch.manual_seed(options.seed)
-    unet = diffusers_unet(
-        diffusers, channels=channels, resolution=config.data.resolution, base_channels=model.base_channels,
-        channel_mult=tuple(model.channel_mult), num_res_blocks=model.num_res_blocks,
-        attention_levels=attention_levels(model, config.data.resolution), num_heads=model.num_heads,
-        scale_shift=model.scale_shift,
-    ).to(device).eval()  # fmt: skip
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(options.seed)
+        unet = diffusers_unet(
+            diffusers, channels=channels, resolution=config.data.resolution, base_channels=model.base_channels,
+            channel_mult=tuple(model.channel_mult), num_res_blocks=model.num_res_blocks,
+            attention_levels=attention_levels(model, config.data.resolution), num_heads=model.num_heads,
+            scale_shift=model.scale_shift,
+        ).to(device).eval()  # fmt: skip
     scheduler = diffusers_scheduler(diffusers, config.process, config.sample)
     sample = diffusers_ddim_sampler(unet, scheduler, data_shape(config, channels), options.batch,
                                     config.sample.steps, seed=options.seed, device=device)  # fmt: skip

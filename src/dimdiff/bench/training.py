@@ -32,10 +32,9 @@ from dimdiff.bench.registry import (
     with_data_statistics,
 )  # fmt: skip
 from dimdiff.bench.timing import count_flops, interleaved_times, peak_memory_mb
-from dimdiff.build import build_net, build_process, data_shape
+from dimdiff.build import build_denoiser, build_head, build_net, build_process, data_shape
 from dimdiff.config import Config, config_to_dict
 from dimdiff.nets.unet import num_parameters
-from dimdiff.train.losses import diffusion_loss, loss_weight
 
 __all__ = ["TrainingOptions", "TrainingStep", "training_bench"]
 
@@ -60,30 +59,24 @@ class TrainingStep:
         self.config, self.batch, self.seed, self.device = config, batch, seed, device
         self.shape = data_shape(config, data_channels(config))
         self.process = build_process(config.process, self.shape)
-        torch.manual_seed(seed)
-        stages = config.process.stages()
-        self.net = build_net(config.model, self.shape[0], config.data.resolution, stages).to(device).train()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            self.net = build_net(config.model, self.process, build_head(config)).to(device).train()
+        self.denoiser = build_denoiser(config, self.net, self.process)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.train.lr)
         self.calls = 0  # batch index of the next timed step
 
     def loss(self, index: int, backward: bool = True) -> tuple[Tensor, int]:
         """Loss of batch ``index`` (and its gradients); also the dimension of its x_t per example."""
-        tc, kind = self.config.train, self.config.process.parameterization
         g = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + index)
         x0 = torch.rand((self.batch, *self.shape), generator=g, device=self.device) * 2 - 1  # (b, C, H, W)
         t = self.process.sample_training_t(self.batch, generator=g, device=self.device)  # (b,)
         noise = self.process.noise_like(x0, t, generator=g)  # shape of x_t
-        x_t = self.process.forward_sample(x0, t, noise)  # (b, C', H', W')
-        target = self.process.training_target(x0, noise, t, kind)
-        weight = loss_weight(self.process.log_snr(t), tc.loss_weighting, kind, tc.min_snr_gamma)  # (b,)
-        x_in = x_t.contiguous(memory_format=torch.channels_last) if tc.channels_last else x_t
         with torch.set_grad_enabled(backward):
-            pred = self.net(x_in, t.float())  # (b, C', H', W')
-            loss, _ = diffusion_loss(pred, target, weight, x0=x0, complexity_lambda=tc.complexity_lambda,
-                                     data_dim=x0[0].numel())  # fmt: skip
+            loss, _ = self.denoiser.loss(x0, t, noise)
             if backward:
                 loss.backward()
-        return loss.detach(), x_t[0].numel()
+        return loss.detach(), noise[0].numel()
 
     def step(self) -> None:
         """One optimizer step, as the training loop takes it."""

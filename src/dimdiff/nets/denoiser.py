@@ -1,17 +1,25 @@
-"""Wrap a network into a denoiser: (x_t, t) -> an estimate of the clean signal x0.
+"""A network made into a denoiser: it owns the x0 estimate for sampling and the loss for training.
 
-The network knows nothing about noise; the wrapper converts its output (eps, x0 or v) into
-x0 through the process's named conversions, in float32 whatever precision the network ran in.
+    output = c_out * net(x_t / c_in, t)       c_in = c_out = process.state_scale(t) in pixel units, else 1
+    forward(x_t, t)       -> head.x0_estimate(process, x_t, output, t), clipped to the data range
+    loss(x0, t, noise)    -> head.loss(process, x0, x_t, t, noise, output), x_t = forward_sample(x0, t, noise)
+
+The network knows nothing about noise (EDM's preconditioned denoiser, k-diffusion's
+``Denoiser.loss``); the head knows the output format (`heads`); the process knows the noise math.
+The trainer and the training bench call ``loss``, the samplers call the denoiser: one step of
+training and one x0 estimate exist once. The output's shape is checked against what the process
+and the head declare, so a network of the wrong width fails with a clear error, never a broadcast.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
 
 import torch
 from torch import Tensor, nn
 
-from dimdiff.process.parameterization import Parameterization
+from dimdiff.heads.base import Head, LossParts
+from dimdiff.process.base import DiffusionProcess
 
 __all__ = ["Denoiser"]
 
@@ -19,29 +27,55 @@ __all__ = ["Denoiser"]
 class Denoiser(nn.Module):
     def __init__(
         self,
-        net: nn.Module,  # (x_t, t) -> prediction, same shape as x_t
-        process: Any,  # a dimdiff.process.base.DiffusionProcess
-        parameterization: Parameterization,  # what the network predicts
-        clip_x0: bool = True,  # clamp the x0 estimate to the data range (process.x0_bound)
-        channels_last: bool = False,  # run the network in channels-last memory format
-    ) -> None:
+        net: nn.Module,                        # (x, t) -> output; x (B, C, h, w), t (B,) float32 in [0, 1]
+        process: DiffusionProcess,             # the forward process and its reverse step
+        head: Head,                            # output format, x0 estimate and loss
+        *,
+        clip_x0: bool = True,                  # clamp the x0 estimate to the data range (process.x0_bound)
+        channels_last: bool = False,           # feed the network channels-last tensors
+        pixel_units: bool = False,             # net sees x_t / state_scale(t), output times state_scale(t)
+        autocast: torch.dtype | None = None,   # run the network under autocast in this dtype
+    ) -> None:  # fmt: skip
         super().__init__()
         self.net = net
         self.process = process
-        self.parameterization = parameterization
+        self.head = head
         self.clip_x0 = clip_x0
         self.channels_last = channels_last
+        self.pixel_units = pixel_units
+        self.autocast = autocast
 
-    def prediction(self, x_t: Tensor, t: Tensor, **net_kwargs: Any) -> Tensor:
-        """The raw network output for x_t (B, C, H, W) at times t (B,)."""
-        x_in = x_t.contiguous(memory_format=torch.channels_last) if self.channels_last else x_t
-        return self.net(x_in, t.to(torch.float32), **net_kwargs).float()  # (B, C, H, W)
+    def net_output(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """The network's output for x_t (B, C, h, w) at times t (B,), in float32 and the state's units."""
+        scale = self.process.state_scale(float(t.reshape(-1)[0])) if self.pixel_units else 1.0
+        x_in = x_t * (1.0 / scale) if scale != 1.0 else x_t
+        if self.channels_last:
+            x_in = x_in.contiguous(memory_format=torch.channels_last)
+        context = torch.autocast(x_t.device.type, self.autocast) if self.autocast else contextlib.nullcontext()
+        with context:
+            out = self.net(x_in, t.to(torch.float32))  # (B, C_out, h', w')
+        out = out * scale if scale != 1.0 else out
+        self._check_output(out, x_t, t)
+        return out.float()
 
-    def forward(self, x_t: Tensor, t: Tensor, **net_kwargs: Any) -> Tensor:
-        out = self.prediction(x_t, t, **net_kwargs)  # (B, C, H, W)
-        x0 = self.process.x0_from_prediction(x_t, out, t, self.parameterization)
-        if not self.clip_x0:
-            return x0
+    def _check_output(self, out: Tensor, x_t: Tensor, t: Tensor) -> None:
+        target = self.process.target_shape_at(float(t.reshape(-1)[0]))
+        expected = (x_t.shape[0], *self.head.output_shape(target))
+        if tuple(out.shape) != expected:
+            raise ValueError(f"the network's output for a state of shape {tuple(x_t.shape)}: expected shape "
+                             f"{expected}, got {tuple(out.shape)} (a net built for another process or head?)")
+
+    def forward(self, x_t: Tensor, t: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """The x0 estimate (B, *process.target_shape_at(t)) at x_t, t (B,)."""
+        x0 = self.head.x0_estimate(self.process, x_t, self.net_output(x_t, t), t, generator=generator)
+        return self._clip(x0, t) if self.clip_x0 else x0
+
+    def loss(self, x0: Tensor, t: Tensor, noise: Tensor) -> tuple[Tensor, LossParts]:
+        """The training loss of clean data x0 (B, C, H, W) at times t (B,) with the forward noise ``noise``."""
+        x_t = self.process.forward_sample(x0, t, noise)  # (B, C', h, w)
+        return self.head.loss(self.process, x0, x_t, t, noise, self.net_output(x_t, t))
+
+    def _clip(self, x0: Tensor, t: Tensor) -> Tensor:
         times = t.reshape(-1).tolist()
         if len(set(times)) == 1:  # samplers: one time per batch
             bound = self.process.x0_bound(times[0])
@@ -49,3 +83,6 @@ class Denoiser(nn.Module):
         bounds = torch.tensor([self.process.x0_bound(v) for v in times], device=x0.device, dtype=x0.dtype)
         bounds = bounds.reshape(-1, *([1] * (x0.ndim - 1)))  # (B, 1, 1, 1)
         return torch.maximum(torch.minimum(x0, bounds), -bounds)
+
+    def extra_repr(self) -> str:
+        return f"head={self.head}, pixel_units={self.pixel_units}, clip_x0={self.clip_x0}"

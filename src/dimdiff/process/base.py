@@ -88,6 +88,25 @@ class DiffusionProcess(Protocol):
         """Largest |x0| in the state's coordinates at t for data in [-1, 1] (for clipping)."""
         ...
 
+    def target_shape_at(self, t: float) -> tuple[int, int, int]:
+        """Shape (C, H, W) of the x0 estimate that ``reverse_step`` takes at t, and so of what the
+        network must produce (a process may ask for x0 at another resolution than x_t's)."""
+        ...
+
+    def net_shapes(self) -> tuple[tuple[tuple[int, int, int], tuple[int, int, int]], ...]:
+        """Every (state shape, target shape) pair the network meets, one per resolution level,
+        finest state first (level k of a staged network serves entry k)."""
+        ...
+
+    def loss_dim(self) -> int:
+        """N, what a per-example squared error summed over the target is divided by."""
+        ...
+
+    def state_scale(self, t: float) -> float:
+        """c with state = c x (average-pooled pixel values) at t: 1 for a state in pixel units. A denoiser in
+        pixel units feeds the network x_t / c and multiplies its output by c (EDM's c_in, c_out)."""
+        ...
+
 
 def broadcast_time(t: TimeLike, like: Tensor) -> Tensor:
     """t as a float64 tensor for a batch ``like`` of shape (B, ...): shape () for one time

@@ -78,6 +78,23 @@ class DimensionVaryingProcess:
         """Data in [-1, 1] is within [-2^k, 2^k] in the reduced coordinates of stage k."""
         return float(2 ** self.stages.stage(t))
 
+    def target_shape_at(self, t: float) -> tuple[int, int, int]:
+        return self.shape_at(t)
+
+    def net_shapes(self) -> tuple[tuple[tuple[int, int, int], tuple[int, int, int]], ...]:
+        """One pair per stage k = 0..K: the state and its x0 share the shape (C, H / 2^k, W / 2^k)."""
+        C, H, W = self.data_shape
+        return tuple(((C, H >> k, W >> k),) * 2 for k in range(self.stages.num_levels + 1))
+
+    def loss_dim(self) -> int:
+        """C * H * W of the clean data at every stage: a stage-k squared error in orthonormal coordinates
+        divided by it is the projected full-resolution error per pixel (Parseval; DVDP.md section 6)."""
+        return math.prod(self.data_shape)
+
+    def state_scale(self, t: float) -> float:
+        """2^k in stage k: orthonormal pooled coordinates are 2^k times average-pooled pixels."""
+        return float(2 ** self.stages.stage(t))
+
     def prior_sample(self, n: int, *, generator: torch.Generator | None = None,
                      device: torch.device | str = "cpu") -> Tensor:  # fmt: skip
         return torch.randn((n, *self.shape_at(1.0)), generator=generator, device=device)
@@ -173,6 +190,10 @@ class DimensionVaryingProcess:
         a c + sigma n with c ~ N(0, s_perp^2) per dimension (a = 0 under attenuation)."""
         tau = self.stages.turning_points[k - 1]
         a = float(self.schedule.alpha(tau) * self.stages.attenuation(k - 1, torch.tensor(tau), self.schedule))
+        if not self.complement_std and a > 0.0:
+            raise ValueError(f"crossing tau_{k} = {tau:g}, where the dropped component still holds signal (no "
+                             f"attenuation), needs complement_std (s_perp per turning point, estimated from the "
+                             f"training data by estimate_complement_std), got none")  # fmt: skip
         s_perp = self.complement_std[k - 1] if self.complement_std else 0.0
         return a, s_perp, float(self.schedule.sigma(tau))
 

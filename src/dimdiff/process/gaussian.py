@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -94,6 +95,19 @@ class GaussianProcess:
 
     def x0_bound(self, t: float) -> float:
         """Largest |x0| of data in [-1, 1] (what a denoiser may clip its estimate to)."""
+        return 1.0
+
+    def target_shape_at(self, t: float) -> tuple[int, int, int]:
+        return self.data_shape
+
+    def net_shapes(self) -> tuple[tuple[tuple[int, int, int], tuple[int, int, int]], ...]:
+        return ((self.data_shape, self.data_shape),)
+
+    def loss_dim(self) -> int:
+        """C * H * W: the loss is the mean squared error per pixel."""
+        return math.prod(self.data_shape)
+
+    def state_scale(self, t: float) -> float:
         return 1.0
 
     def posterior(self, x_t: Tensor, x0: Tensor, t: TimeLike, s: TimeLike) -> tuple[Tensor, Tensor]:

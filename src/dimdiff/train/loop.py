@@ -1,10 +1,12 @@
 """The training loop: one function that reads top to bottom.
 
-    batch x0 -> t ~ process -> x_t = forward_sample(x0, t, noise) -> pred = net(x_t, t)
-    loss = w(t) |pred - target|^2 (+ complexity term) -> AdamW step -> EMA update
+    batch x0 -> t ~ process, noise -> loss = denoiser.loss(x0, t, noise) -> AdamW step -> EMA update
 
-Everything random (data order, flips, t, noise, dropout) is seeded and saved in checkpoints,
-so a resumed run reproduces the losses of an uninterrupted one exactly.
+The denoiser owns the loss (`nets.denoiser`: x_t = forward_sample(x0, t, noise), the network, the
+head's loss); the loop owns optimisation, precision, data, checkpoints and logs. Everything random
+(data order, flips, t, noise, dropout) is seeded and saved in checkpoints, so a resumed run
+reproduces the losses of an uninterrupted one exactly. The seeding happens inside a fork of torch's
+global RNG: a caller's own random state is the same after ``train`` as before.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tqdm import tqdm
 from dimdiff import checkpoint as ckpt
 from dimdiff.build import (
     build_denoiser,
+    build_head,
     build_net,
     build_process,
     data_shape,
@@ -35,6 +38,8 @@ from dimdiff.build import (
 )  # fmt: skip
 from dimdiff.config import Config, Device, Precision, dumps
 from dimdiff.images import plot_loss_curve, save_grid
+from dimdiff.nets.denoiser import Denoiser
+from dimdiff.process.base import DiffusionProcess
 from dimdiff.train.batches import BatchStream
 from dimdiff.train.distributed import (
     DistInfo,
@@ -45,7 +50,6 @@ from dimdiff.train.distributed import (
 )
 from dimdiff.train.ema import EMA
 from dimdiff.train.logging import MetricsLog
-from dimdiff.train.losses import diffusion_loss, loss_weight
 
 __all__ = ["TrainingError", "TrainResult", "train", "resolve_device"]
 
@@ -72,13 +76,13 @@ def resolve_device(choice: Device) -> torch.device:
     return torch.device(choice.value)
 
 
-def _autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
+def _autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
+    """The dtype the network runs in under autocast (None: plain float32)."""
     if precision is Precision.FP32:
-        return contextlib.nullcontext()
+        return None
     if precision is Precision.FP16 and device.type != "cuda":
         raise TrainingError("train.precision = fp16 needs a CUDA device; use fp32 (or bf16) on cpu")
-    dtype = torch.bfloat16 if precision is Precision.BF16 else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.bfloat16 if precision is Precision.BF16 else torch.float16
 
 
 def _learning_rate(config: Config, step: int) -> float:
@@ -124,16 +128,15 @@ def _resume_path(resume: str | None, out_dir: Path) -> Path | None:
 
 
 def train(config: Config, *, resume: str | None = None, progress: bool = True, echo: Any = print) -> TrainResult:
-    """Train the configured model; ``resume`` is None, "auto" or a checkpoint/run folder."""
-    tc = config.train
-    device = resolve_device(tc.device)
-    if tc.threads > 0:
-        torch.set_num_threads(tc.threads)
+    """Train the configured model; ``resume`` is None, "auto" or a checkpoint/run folder. torch's thread
+    count is the caller's (``dimdiff train`` applies train.threads); torch's global RNG is left as it was."""
+    device = resolve_device(config.train.device)
     dist_info = setup_distributed(device.type)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
     try:
-        return _train(config, device, dist_info, resume, progress, echo)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return _train(config, device, dist_info, resume, progress, echo)
     finally:
         teardown_distributed(dist_info)
 
@@ -145,7 +148,7 @@ class _Run:
     config: Config
     device: torch.device
     dist: DistInfo
-    process: Any
+    process: DiffusionProcess
     shape: tuple[int, int, int]
     net: nn.Module
     ema: EMA
@@ -179,13 +182,14 @@ def _build(config: Config, device: torch.device, dist_info: DistInfo, start: Pat
     dataset = training_data(config)
     shape = data_shape(config, dataset.channels)
     config = _data_statistics(config, dataset, start)
+    process = build_process(config.process, shape)
     torch.manual_seed(tc.seed)  # initial weights
-    net = build_net(config.model, dataset.channels, data.resolution, config.process.stages()).to(device)
+    net = build_net(config.model, process, build_head(config)).to(device)
     if tc.channels_last:
         net = net.to(memory_format=torch.channels_last)
     micro = tc.batch_size // (dist_info.world_size * tc.grad_accum)
     run = _Run(
-        config=config, device=device, dist=dist_info, process=build_process(config.process, shape), shape=shape,
+        config=config, device=device, dist=dist_info, process=process, shape=shape,
         net=net, ema=EMA(net, tc.ema_decay, tc.ema_warmup),
         optimizer=torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay),
         scaler=torch.amp.GradScaler(device.type, enabled=tc.precision is Precision.FP16),
@@ -237,9 +241,9 @@ def _batch_layout(run: _Run) -> dict[str, int]:
     return {"micro_batch": run.stream.batch_size, "seed": run.config.train.seed}
 
 
-def _train_step(run: _Run, model: nn.Module, forward: Any, batches: Any) -> tuple[float, dict[str, float], float]:
+def _train_step(run: _Run, model: nn.Module, denoiser: Denoiser, batches: Any) -> tuple[float, dict[str, float], float]:
     """One optimizer step over grad_accum micro-batches: (loss, loss parts, gradient norm)."""
-    tc, kind, process = run.config.train, run.config.process.parameterization, run.process
+    tc, process = run.config.train, run.process
     for group in run.optimizer.param_groups:
         group["lr"] = _learning_rate(run.config, run.step)
     run.optimizer.zero_grad(set_to_none=True)
@@ -251,15 +255,9 @@ def _train_step(run: _Run, model: nn.Module, forward: Any, batches: Any) -> tupl
             x0 = torch.where(flip.to(run.device)[:, None, None, None], x0.flip(-1), x0)
         t = process.sample_training_t(x0.shape[0], generator=run.generator, device=run.device)  # (b,)
         noise = process.noise_like(x0, t, generator=run.generator)  # shape of x_t
-        x_t = process.forward_sample(x0, t, noise)  # (b, C', H', W')
-        target = process.training_target(x0, noise, t, kind)  # (b, C', H', W')
-        weight = loss_weight(process.log_snr(t), tc.loss_weighting, kind, tc.min_snr_gamma)  # (b,)
         sync = m == tc.grad_accum - 1 or not run.dist.enabled
-        with (contextlib.nullcontext() if sync else model.no_sync()), _autocast(tc.precision, run.device):
-            x_in = x_t.contiguous(memory_format=torch.channels_last) if tc.channels_last else x_t
-            pred = forward(x_in, t.float())  # (b, C', H', W')
-            loss, parts = diffusion_loss(pred, target, weight, x0=x0, complexity_lambda=tc.complexity_lambda,
-                                         data_dim=x0[0].numel())  # fmt: skip
+        with contextlib.nullcontext() if sync else model.no_sync():
+            loss, parts = denoiser.loss(x0, t, noise)
         run.scaler.scale(loss / tc.grad_accum).backward()
         step_loss += loss.item() / tc.grad_accum
     if reduce_flag(not math.isfinite(step_loss), run.dist, run.device):
@@ -291,10 +289,11 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
         _restore(run, start)
         if main:
             echo(f"resumed from {start} at step {run.step}")
-    # per-stage nets: a batch trains one stage's net, the others get no gradient
-    ddp = {"find_unused_parameters": config.model.per_stage_nets}
+    # a net whose batches run only part of it (one net per level, say) leaves the rest without gradient
+    ddp = {"find_unused_parameters": getattr(run.net, "skips_parameters", False)}
     model: nn.Module = DistributedDataParallel(run.net, **ddp) if dist_info.enabled else run.net
-    forward = torch.compile(model) if tc.compile else model
+    denoiser = build_denoiser(config, torch.compile(model) if tc.compile else model, run.process,
+                              autocast=_autocast_dtype(tc.precision, device))  # fmt: skip
     log = MetricsLog(out_dir / "metrics.jsonl", resume_step=run.step if start is not None else None) if main else None
     if main:
         (out_dir / "config.json").write_text(dumps(config))
@@ -308,7 +307,7 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
     t_last, step_last = time.perf_counter(), run.step
     while run.step < tc.steps:
         step_before = run.step
-        loss, parts, grad_norm = _train_step(run, model, forward, batches)
+        loss, parts, grad_norm = _train_step(run, model, denoiser, batches)
         if run.step == step_before:  # a non-finite loss, or gradients without fp16 scaling
             where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
             what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm} (loss {loss})"
@@ -360,7 +359,7 @@ def _gather_states(stream: BatchStream, generator: torch.Generator, flip_generat
 
 
 @torch.no_grad()
-def _sample_grid(config: Config, net: nn.Module, process: Any, device: torch.device, path: Path) -> Path:
+def _sample_grid(config: Config, net: nn.Module, process: DiffusionProcess, device: torch.device, path: Path) -> Path:
     denoiser = build_denoiser(config, net, process)
     generator = torch.Generator(device=device).manual_seed(config.train.seed)
     images = run_sampler(config.sample, denoiser, process, config.train.sample_n, generator=generator, device=device)
