@@ -23,7 +23,7 @@ from dimdiff.process.dimension_varying import DimensionVaryingProcess, estimate_
 from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.schedules import make_schedule
 from dimdiff.samplers import adaptive_sample, ddim_sample, ddpm_sample
-from dimdiff.samplers.corrector import ComplementLangevin
+from dimdiff.samplers.corrector import ComplementLangevin, CorrectedProcess
 from dimdiff.samplers.ddim import Callback
 
 __all__ = [
@@ -153,24 +153,28 @@ def run_sampler(
 ) -> Tensor:
     """Draw n samples with the configured sampler, starting from the process's prior."""
     x_T = process.prior_sample(n, generator=generator, device=device)
-    corrector = None
     if config.corrector_steps > 0:
-        if not isinstance(process, DimensionVaryingProcess):
-            raise ConfigError(f"sample.corrector_steps: expected 0 for a process that never crosses up "
-                              f"({type(process).__name__}), got {config.corrector_steps}")  # fmt: skip
-        corrector = ComplementLangevin(process, config.corrector_steps, config.corrector_snr)
+        process = _corrected(config, process, denoiser)
     if config.sampler is SamplerKind.ADAPTIVE:
         bounds = torch.tensor([1.0, 0.0], dtype=torch.float64)
         return adaptive_sample(
             denoiser, process, x_T, bounds, base_step=config.base_step, min_step=config.min_step,
-            max_step=config.max_step, eta=config.eta, generator=generator, callback=callback, corrector=corrector,
+            max_step=config.max_step, eta=config.eta, generator=generator, callback=callback,
         )  # fmt: skip
     if config.steps > process.num_steps:
         raise ConfigError(f"sample.steps: expected at most process.num_steps = {process.num_steps}, got {config.steps}")
     ts = process.timesteps(config.steps, config.spacing)
     if config.sampler is SamplerKind.DDPM:
-        return ddpm_sample(denoiser, process, x_T, ts, generator=generator, callback=callback, corrector=corrector)
+        return ddpm_sample(denoiser, process, x_T, ts, generator=generator, callback=callback)
     if config.sampler is SamplerKind.DDIM:
-        return ddim_sample(denoiser, process, x_T, ts, eta=config.eta, generator=generator, callback=callback,
-                           corrector=corrector)  # fmt: skip
+        return ddim_sample(denoiser, process, x_T, ts, eta=config.eta, generator=generator, callback=callback)
     raise ValueError(f"expected a sampler in {[k.value for k in SamplerKind]}, got {config.sampler!r}")
+
+
+def _corrected(config: SampleConfig, process: DiffusionProcess, denoiser: nn.Module) -> DiffusionProcess:
+    """``process`` with Langevin steps on the complement refilled at each upward crossing."""
+    if len(process.net_shapes()) == 1 or not hasattr(process, "score"):
+        raise ConfigError(f"sample.corrector_steps: expected 0 for a process that never crosses up "
+                          f"({type(process).__name__}), got {config.corrector_steps}")  # fmt: skip
+    langevin = ComplementLangevin(process, config.corrector_steps, config.corrector_snr)  # type: ignore[arg-type]
+    return CorrectedProcess(process, langevin, denoiser)

@@ -14,8 +14,7 @@ from torch import Tensor
 
 from dimdiff.ops.complexity import complexity_score
 from dimdiff.process.base import DiffusionProcess
-from dimdiff.samplers.corrector import Corrector
-from dimdiff.samplers.ddim import Callback, Denoiser, cross_hook
+from dimdiff.samplers.ddim import Callback, Denoiser
 
 __all__ = ["adaptive_step", "adaptive_sample"]
 
@@ -40,7 +39,6 @@ def adaptive_sample(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
-    corrector: Corrector | None = None,
 ) -> Tensor:
     """Sample from t_start = ts[0] down to t_end = ts[-1] with complexity-chosen steps."""
     if not 0 < min_step <= max_step:
@@ -52,7 +50,6 @@ def adaptive_sample(
         s = max(t - adaptive_step(x0_hat, base_step, min_step, max_step), t_end)
         if callback is not None:
             callback({"step": step, "t": t, "x_t": x, "x0_hat": x0_hat, "s": s})
-        x = process.reverse_step(x, x0_hat, t, s, eta=eta, generator=generator,
-                                 on_cross=cross_hook(corrector, denoiser, generator))  # fmt: skip
+        x = process.reverse_step(x, x0_hat, t, s, eta=eta, generator=generator)
         t, step = s, step + 1
     return x

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from dimdiff.ops.pool import project_complement
+from dimdiff.process.base import CrossHook, DiffusionProcess, TimeLike
 from dimdiff.process.dimension_varying import DimensionVaryingProcess
 
-__all__ = ["ComplementLangevin", "Corrector"]
+__all__ = ["ComplementLangevin", "CorrectedProcess", "Corrector"]
 
 # (denoiser, x_s just after a crossing, s, generator) -> corrected x_s
 Corrector = Callable[[Callable[[Tensor, Tensor], Tensor], Tensor, float, torch.Generator | None], Tensor]
@@ -54,3 +56,26 @@ class ComplementLangevin:
             delta = 2 * (self.snr * n_norm / g_norm) ** 2
             x = x + delta * g + torch.sqrt(2 * delta) * n
         return x
+
+
+@dataclass(frozen=True)
+class CorrectedProcess:
+    """``process`` whose upward crossings are refined by ``corrector`` run with ``denoiser``: every sampler
+    gets the correction through ``reverse_step``'s ``on_cross`` hook without knowing of it. Everything
+    else is the wrapped process's (attribute access falls through)."""
+
+    process: DiffusionProcess
+    corrector: Corrector
+    denoiser: Callable[[Tensor, Tensor], Tensor]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.process, name)
+
+    def reverse_step(self, x_t: Tensor, x0_hat: Tensor, t: TimeLike, s: TimeLike, *, eta: float = 1.0,
+                     generator: torch.Generator | None = None, noise: Tensor | None = None,
+                     on_cross: CrossHook | None = None) -> Tensor:  # fmt: skip
+        def hook(x: Tensor, tau: float) -> Tensor:
+            x = self.corrector(self.denoiser, x, tau, generator)
+            return on_cross(x, tau) if on_cross is not None else x
+
+        return self.process.reverse_step(x_t, x0_hat, t, s, eta=eta, generator=generator, noise=noise, on_cross=hook)
