@@ -1,4 +1,4 @@
-"""Build the objects a configuration names: process, network, denoiser, sampler call.
+"""Build the objects a configuration names: codec, process, network, denoiser, sampler call.
 
 The one place where configuration choices (enums) become objects, by plain ``if`` on the enum:
 no class is ever looked up by a string.
@@ -12,7 +12,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from dimdiff.config import Config, ConfigError, ModelConfig, ProcessConfig, ProcessKind, SampleConfig, SamplerKind
+from dimdiff.codecs import CODECS, Codec, PixelCodec
+from dimdiff.config import (
+    CodecConfig,
+    Config,
+    ConfigError,
+    ModelConfig,
+    ProcessConfig,
+    ProcessKind,
+    SampleConfig,
+    SamplerKind,
+)
 from dimdiff.data import DatasetName, ImageDataset, load_dataset
 from dimdiff.heads import Head, RegressionHead
 from dimdiff.nets.denoiser import Denoiser
@@ -27,8 +37,9 @@ from dimdiff.samplers.corrector import ComplementLangevin, CorrectedProcess
 from dimdiff.samplers.ddim import Callback
 
 __all__ = [
-    "build_process", "build_head", "build_net", "build_denoiser", "run_sampler", "data_channels", "data_shape",
-    "with_complement_std", "needs_complement_std", "training_data",
+    "build_codec", "build_process", "build_head", "build_net", "build_denoiser", "run_sampler", "sample_images",
+    "data_channels", "data_shape",
+    "with_complement_std", "needs_complement_std", "training_data", "fit_to_data", "needs_data",
 ]  # fmt: skip
 
 COMPLEMENT_STD_IMAGES = 5000  # training images that s_perp is estimated from (evenly spaced)
@@ -40,7 +51,14 @@ def data_channels(config: Config) -> int:
 
 
 def data_shape(config: Config, channels: int) -> tuple[int, int, int]:
+    """(C, H, W) of the configured images (the process runs on ``codec.latent_shape`` of it)."""
     return (channels, config.data.resolution, config.data.resolution)
+
+
+def build_codec(config: CodecConfig, state: dict[str, Tensor] | None = None) -> Codec:
+    """The configured codec, with a saved state (a checkpoint's codec.safetensors) restored if given."""
+    codec = CODECS[config.kind]()
+    return codec.load_state(state) if state is not None else codec
 
 
 def build_process(config: ProcessConfig, shape: tuple[int, int, int]) -> DiffusionProcess:
@@ -82,14 +100,29 @@ def needs_complement_std(config: Config) -> bool:
     return config.process.kind is ProcessKind.SUBSPACE and not config.process.complement_std
 
 
-def with_complement_std(config: Config, images: Sequence[Tensor]) -> Config:
-    """``config`` with process.complement_std estimated from ``images`` where subspace needs it
-    and none is given (else unchanged): at most COMPLEMENT_STD_IMAGES evenly spaced images."""
+def needs_data(config: Config) -> bool:
+    """Whether building the configured model needs the training images (a codec or process fitted to them)."""
+    return build_codec(config.codec).needs_fit or needs_complement_std(config)
+
+
+def fit_to_data(config: Config, images: Sequence[Tensor]) -> tuple[Config, Codec]:
+    """The codec fitted to ``images`` where it learns, and ``config`` with what the process estimates from
+    their latents (subspace: process.complement_std)."""
+    codec = build_codec(config.codec)
+    codec = codec.fit(images) if codec.needs_fit else codec
+    return with_complement_std(config, images, codec), codec
+
+
+def with_complement_std(config: Config, images: Sequence[Tensor], codec: Codec | None = None) -> Config:
+    """``config`` with process.complement_std estimated from ``images`` (encoded by ``codec``: the process
+    runs on latents) where subspace needs it and none is given (else unchanged): at most
+    COMPLEMENT_STD_IMAGES evenly spaced images."""
     process = config.process
     if not needs_complement_std(config):
         return config
     step = max(1, len(images) // COMPLEMENT_STD_IMAGES)
-    picked = [images[i] for i in range(0, len(images), step)][:COMPLEMENT_STD_IMAGES]
+    encode = codec.encode if codec is not None else PixelCodec().encode
+    picked = encode(torch.stack([images[i] for i in range(0, len(images), step)][:COMPLEMENT_STD_IMAGES]))
     std = estimate_complement_std(picked, len(process.turning_points))
     return dataclasses.replace(config, process=dataclasses.replace(process, complement_std=std))
 
@@ -169,6 +202,23 @@ def run_sampler(
     if config.sampler is SamplerKind.DDIM:
         return ddim_sample(denoiser, process, x_T, ts, eta=config.eta, generator=generator, callback=callback)
     raise ValueError(f"expected a sampler in {[k.value for k in SamplerKind]}, got {config.sampler!r}")
+
+
+@torch.no_grad()
+def sample_images(
+    config: SampleConfig,
+    denoiser: nn.Module,
+    codec: Codec,
+    n: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    callback: Callback | None = None,
+) -> Tensor:
+    """n images (n, C, H, W) in [-1, 1]: `run_sampler` on the codec's latents, then ``codec.decode``."""
+    process = denoiser.process
+    return codec.decode(run_sampler(config, denoiser, process, n, generator=generator, device=device,
+                                    callback=callback))  # fmt: skip
 
 
 def _corrected(config: SampleConfig, process: DiffusionProcess, denoiser: nn.Module) -> DiffusionProcess:

@@ -3,6 +3,7 @@
 A checkpoint is a folder ``<out_dir>/checkpoints/step_00001000/`` holding
     model.safetensors   network weights (the config JSON is also in the file's metadata)
     ema.safetensors     EMA weights
+    codec.safetensors   what the codec learned from the training data (only for codecs that learn)
     config.json         {"format", "step", "data_shape", "num_parameters", "config": {...}}
     state.pt            optimizer, step, RNG states, data position: plain tensors and numbers,
                         so ``torch.load(weights_only=True)`` accepts it
@@ -27,11 +28,12 @@ from dimdiff.config import Config, config_from_dict, config_to_dict
 
 __all__ = [
     "CHECKPOINT_FORMAT", "CheckpointError", "CheckpointInfo", "find_checkpoint", "list_checkpoints",
-    "load_state_dict_strict", "read_checkpoint_info", "save_checkpoint", "check_compatible",
+    "load_state_dict_strict", "read_checkpoint_info", "save_checkpoint", "check_compatible", "load_codec_state",
 ]  # fmt: skip
 
 CHECKPOINT_FORMAT = "dimdiff-checkpoint/1"
 _PREFIX = "step_"
+CODEC_FILE = "codec.safetensors"
 
 
 class CheckpointError(ValueError):
@@ -114,6 +116,7 @@ def save_checkpoint(
     ema: nn.Module,
     state: dict[str, Any],
     keep_last: int,
+    codec_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint atomically and delete all but the newest ``keep_last``."""
     folder = Path(out_dir) / "checkpoints"
@@ -130,6 +133,9 @@ def save_checkpoint(
     try:
         save_file(_cpu_state(model), str(tmp / "model.safetensors"), metadata=metadata)
         save_file(_cpu_state(ema), str(tmp / "ema.safetensors"), metadata=metadata)
+        if codec_state:
+            codec = {k: v.detach().to("cpu").contiguous() for k, v in codec_state.items()}
+            save_file(codec, str(tmp / CODEC_FILE), metadata=metadata)
         torch.save(state, tmp / "state.pt")
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         final = folder / checkpoint_name(step)
@@ -173,6 +179,12 @@ def load_state_dict_strict(model: nn.Module, file: str | Path) -> None:
     model.load_state_dict(state)
 
 
+def load_codec_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The codec state saved in a checkpoint folder (empty for a codec that learns nothing)."""
+    file = Path(path) / CODEC_FILE
+    return load_file(str(file)) if file.is_file() else {}
+
+
 def load_training_state(path: Path) -> dict[str, Any]:
     return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
 
@@ -182,7 +194,7 @@ def check_compatible(saved: Config, asked: Config, path: Path) -> None:
     saved_d, asked_d = config_to_dict(saved), config_to_dict(asked)
     diffs = [
         f"{section}.{key}: checkpoint {saved_d[section][key]!r}, config {asked_d[section][key]!r}"
-        for section in ("model", "process", "data")
+        for section in ("model", "process", "codec", "data")
         for key in saved_d[section]
         if saved_d[section][key] != asked_d[section][key] and key not in ("num_workers", "path", "skip_bad_files")
     ]

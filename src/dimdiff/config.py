@@ -1,7 +1,7 @@
 """Experiment configuration: frozen dataclasses per section, TOML files, ``section.key=value``.
 
-A configuration file has the sections ``[model]``, ``[process]``, ``[data]``, ``[train]`` and
-``[sample]``; every key is optional (defaults below). Unknown sections or keys and values of
+A configuration file has the sections ``[model]``, ``[process]``, ``[codec]``, ``[data]``, ``[train]``
+and ``[sample]``; every key is optional (defaults below). Unknown sections or keys and values of
 the wrong type are errors that name the key and list the valid choices. The resolved
 configuration is saved as JSON with every checkpoint, so sampling reads exactly what training
 used.
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dimdiff.codecs import CodecKind
 from dimdiff.data import DatasetName
 from dimdiff.heads.regression import LossWeighting
 from dimdiff.process.parameterization import Parameterization
@@ -32,7 +33,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "Device", "LossWeighting", "ModelConfig", "Precision",
+    "CodecConfig", "Config", "ConfigError", "DataConfig", "Device", "LossWeighting", "ModelConfig", "Precision",
     "ProcessConfig", "ProcessKind", "SampleConfig", "SamplerKind", "TrainConfig",
     "apply_overrides", "config_from_dict", "config_to_dict", "load_config",
 ]  # fmt: skip
@@ -140,6 +141,11 @@ class ProcessConfig:
 
 
 @dataclass(frozen=True)
+class CodecConfig:
+    kind: CodecKind = CodecKind.PIXEL  # images -> the space the process runs on (pixel: the images themselves)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     name: DatasetName = DatasetName.DIGITS  # dataset
     path: str | None = None  # folder / file for folder, cifar10 and npz
@@ -222,6 +228,7 @@ class SampleConfig:
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -238,7 +245,8 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {
-    "model": ModelConfig, "process": ProcessConfig, "data": DataConfig, "train": TrainConfig, "sample": SampleConfig,
+    "model": ModelConfig, "process": ProcessConfig, "codec": CodecConfig, "data": DataConfig, "train": TrainConfig,
+    "sample": SampleConfig,
 }  # fmt: skip
 
 

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dimdiff.build import build_denoiser, build_head, build_net, build_process, run_sampler
-from dimdiff.checkpoint import CheckpointInfo, load_state_dict_strict, read_checkpoint_info
+from dimdiff.build import build_codec, build_denoiser, build_head, build_net, build_process, sample_images
+from dimdiff.checkpoint import CheckpointInfo, load_codec_state, load_state_dict_strict, read_checkpoint_info
+from dimdiff.codecs import Codec
 from dimdiff.config import SampleConfig
 from dimdiff.images import save_grid, save_images, save_npz
 from dimdiff.nets.denoiser import Denoiser
@@ -26,6 +27,7 @@ __all__ = ["LoadedModel", "batch_seed", "load_model", "generate", "write_samples
 class LoadedModel:
     info: CheckpointInfo
     denoiser: Denoiser
+    codec: Codec  # images <-> the latents the denoiser works on
     device: torch.device
 
     @property
@@ -41,12 +43,13 @@ def load_model(
     info = read_checkpoint_info(checkpoint)
     if use_ema is None:
         use_ema = info.config.sample.use_ema
-    process = build_process(info.config.process, info.data_shape)
+    codec = build_codec(info.config.codec, load_codec_state(info.path))
+    process = build_process(info.config.process, codec.latent_shape(info.data_shape))
     net = build_net(info.config.model, process, build_head(info.config))
     load_state_dict_strict(net, info.path / ("ema.safetensors" if use_ema else "model.safetensors"))
     device = torch.device(device)
     net = net.to(device).eval()
-    return LoadedModel(info, build_denoiser(info.config, net, process), device)
+    return LoadedModel(info, build_denoiser(info.config, net, process), codec, device)
 
 
 @torch.no_grad()
@@ -60,7 +63,7 @@ def generate(model: LoadedModel, n: int, sample: SampleConfig | None = None, *, 
     for i, start in enumerate(tqdm(range(0, n, batch_size), disable=not progress, desc="sample")):
         g = torch.Generator(device=model.device).manual_seed(batch_seed(seed, i))
         count = min(batch_size, n - start)
-        out.append(run_sampler(sample, model.denoiser, model.process, count, generator=g, device=model.device).cpu())
+        out.append(sample_images(sample, model.denoiser, model.codec, count, generator=g, device=model.device).cpu())
     return torch.cat(out)
 
 

@@ -23,7 +23,7 @@ import torch
 
 from dimdiff.bench.environment import environment_record
 from dimdiff.bench.registry import BenchMethod, data_channels, training_groups
-from dimdiff.build import run_sampler
+from dimdiff.build import sample_images
 from dimdiff.config import Config, config_to_dict
 from dimdiff.data import DatasetName, Split
 from dimdiff.evaluate import Metric, load_reference, score_images
@@ -106,8 +106,8 @@ def _sample_interleaved(
             generator = torch.Generator(device=model.device).manual_seed(options.seed + i)
             start = time.perf_counter()
             with torch.inference_mode():
-                batch = run_sampler(sample, model.denoiser, model.process, count, generator=generator,
-                                    device=model.device)  # fmt: skip
+                batch = sample_images(sample, model.denoiser, model.codec, count, generator=generator,
+                                      device=model.device)  # fmt: skip
             seconds[j].append((time.perf_counter() - start) / count)
             images[j].append(batch.cpu())
     return [torch.cat(parts) for parts in images], seconds

@@ -15,11 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dimdiff.build import (  # data_channels: re-exported for the bench modules
+    build_codec,
     data_channels,
-    needs_complement_std,
+    fit_to_data,
+    needs_data,
     training_data,
-    with_complement_std,
 )  # fmt: skip
+from dimdiff.codecs import Codec
 from dimdiff.config import Config, ConfigError, ProcessKind, SamplerKind, config_to_dict
 from dimdiff.process.stages import Window
 
@@ -93,10 +95,10 @@ METHOD_BUILDERS: dict[ProcessKind, Callable[[Config], list[BenchMethod]]] = {
 }
 
 
-def with_data_statistics(config: Config) -> Config:
+def with_data_statistics(config: Config) -> tuple[Config, Codec]:
     """``config`` with what its process estimates from the configured data filled in (subspace:
-    process.complement_std from the training images), for benches that build a process untrained."""
-    return with_complement_std(config, training_data(config)) if needs_complement_std(config) else config
+    process.complement_std), and its codec fitted where it learns, for benches that build a model untrained."""
+    return fit_to_data(config, training_data(config)) if needs_data(config) else (config, build_codec(config.codec))
 
 
 def available_methods(base: Config) -> list[BenchMethod]:

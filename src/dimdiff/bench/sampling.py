@@ -43,7 +43,7 @@ from dimdiff.build import (
     build_net,
     build_process,
     data_shape,
-    run_sampler,
+    sample_images,
 )
 from dimdiff.config import SampleConfig, SamplerKind, config_to_dict
 from dimdiff.nets.unet import num_parameters
@@ -80,9 +80,9 @@ def sampler_label(sample: SampleConfig) -> str:
 
 
 def _method_contestant(method: BenchMethod, options: SamplingOptions) -> Contestant:
-    config, device = with_data_statistics(method.config), torch.device(options.device)
+    (config, codec), device = with_data_statistics(method.config), torch.device(options.device)
     channels = data_channels(config)
-    process = build_process(config.process, data_shape(config, channels))
+    process = build_process(config.process, codec.latent_shape(data_shape(config, channels)))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(options.seed)  # the same untrained weights for every method
         net = build_net(config.model, process, build_head(config)).to(device).eval()
@@ -91,8 +91,8 @@ def _method_contestant(method: BenchMethod, options: SamplingOptions) -> Contest
     @torch.inference_mode()
     def sample(callback: Callable[[dict[str, Any]], None] | None = None) -> Tensor:
         generator = torch.Generator(device=device).manual_seed(options.seed)
-        return run_sampler(config.sample, denoiser, process, options.batch, generator=generator, device=device,
-                           callback=callback)  # fmt: skip
+        return sample_images(config.sample, denoiser, codec, options.batch, generator=generator, device=device,
+                             callback=callback)  # fmt: skip
 
     info = {"process": config.process.kind.value, "sampler": sampler_label(config.sample),
             "steps": config.sample.steps, "parameters": num_parameters(net)}  # fmt: skip

@@ -55,10 +55,10 @@ class TrainingStep:
     """One method's training step on synthetic data; batch i is the same on every call."""
 
     def __init__(self, config: Config, batch: int, seed: int, device: torch.device) -> None:
-        config = with_data_statistics(config)
+        config, self.codec = with_data_statistics(config)
         self.config, self.batch, self.seed, self.device = config, batch, seed, device
-        self.shape = data_shape(config, data_channels(config))
-        self.process = build_process(config.process, self.shape)
+        self.shape = data_shape(config, data_channels(config))  # of the images
+        self.process = build_process(config.process, self.codec.latent_shape(self.shape))
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             self.net = build_net(config.model, self.process, build_head(config)).to(device).train()
@@ -71,9 +71,10 @@ class TrainingStep:
         g = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + index)
         x0 = torch.rand((self.batch, *self.shape), generator=g, device=self.device) * 2 - 1  # (b, C, H, W)
         t = self.process.sample_training_t(self.batch, generator=g, device=self.device)  # (b,)
-        noise = self.process.noise_like(x0, t, generator=g)  # shape of x_t
+        z0 = self.codec.encode(x0)  # (b, C', H', W')
+        noise = self.process.noise_like(z0, t, generator=g)  # shape of z_t
         with torch.set_grad_enabled(backward):
-            loss, _ = self.denoiser.loss(x0, t, noise)
+            loss, _ = self.denoiser.loss(z0, t, noise)
             if backward:
                 loss.backward()
         return loss.detach(), noise[0].numel()

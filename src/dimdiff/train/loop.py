@@ -1,6 +1,7 @@
 """The training loop: one function that reads top to bottom.
 
-    batch x0 -> t ~ process, noise -> loss = denoiser.loss(x0, t, noise) -> AdamW step -> EMA update
+    batch x0 -> flips -> z0 = codec.encode(x0) -> t ~ process, noise -> loss = denoiser.loss(z0, t, noise)
+    -> AdamW step -> EMA update
 
 The denoiser owns the loss (`nets.denoiser`: x_t = forward_sample(x0, t, noise), the network, the
 head's loss); the loop owns optimisation, precision, data, checkpoints and logs. Everything random
@@ -26,16 +27,18 @@ from tqdm import tqdm
 
 from dimdiff import checkpoint as ckpt
 from dimdiff.build import (
+    build_codec,
     build_denoiser,
     build_head,
     build_net,
     build_process,
     data_shape,
+    fit_to_data,
     needs_complement_std,
-    run_sampler,
+    sample_images,
     training_data,
-    with_complement_std,
 )  # fmt: skip
+from dimdiff.codecs import Codec
 from dimdiff.config import Config, Device, Precision, dumps
 from dimdiff.images import plot_loss_curve, save_grid
 from dimdiff.nets.denoiser import Denoiser
@@ -148,8 +151,9 @@ class _Run:
     config: Config
     device: torch.device
     dist: DistInfo
+    codec: Codec  # images -> the latents the process runs on (fitted before training starts)
     process: DiffusionProcess
-    shape: tuple[int, int, int]
+    shape: tuple[int, int, int]  # (C, H, W) of the images
     net: nn.Module
     ema: EMA
     optimizer: torch.optim.Optimizer
@@ -160,18 +164,18 @@ class _Run:
     step: int = 0
 
 
-def _data_statistics(config: Config, dataset: Any, start: Path | None) -> Config:
-    """Fill in what the process estimates from the data (subspace: process.complement_std): from the
-    checkpoint being resumed, else from the training images."""
-    if not needs_complement_std(config):
-        return config
+def _fit_to_data(config: Config, dataset: Any, start: Path | None) -> tuple[Config, Codec]:
+    """What the codec and the process learn from the training data (a codec's state; subspace's
+    process.complement_std, estimated on the codec's latents): from the checkpoint being resumed,
+    else from the training images."""
     if start is not None:
         saved = ckpt.read_checkpoint_info(start).config
-        process = dataclasses.replace(config.process, complement_std=saved.process.complement_std)
-        filled = dataclasses.replace(config, process=process)
-        ckpt.check_compatible(saved, filled, start)  # another kind of run: say so before building anything
-        return filled
-    return with_complement_std(config, dataset)
+        if needs_complement_std(config):
+            process = dataclasses.replace(config.process, complement_std=saved.process.complement_std)
+            config = dataclasses.replace(config, process=process)
+        ckpt.check_compatible(saved, config, start)  # another kind of run: say so before building anything
+        return config, build_codec(config.codec, ckpt.load_codec_state(start))
+    return fit_to_data(config, dataset)
 
 
 def _build(config: Config, device: torch.device, dist_info: DistInfo, start: Path | None) -> tuple[_Run, Any]:
@@ -181,15 +185,15 @@ def _build(config: Config, device: torch.device, dist_info: DistInfo, start: Pat
                             f"= {dist_info.world_size} x {tc.grad_accum}")  # fmt: skip
     dataset = training_data(config)
     shape = data_shape(config, dataset.channels)
-    config = _data_statistics(config, dataset, start)
-    process = build_process(config.process, shape)
+    config, codec = _fit_to_data(config, dataset, start)
+    process = build_process(config.process, codec.latent_shape(shape))
     torch.manual_seed(tc.seed)  # initial weights
     net = build_net(config.model, process, build_head(config)).to(device)
     if tc.channels_last:
         net = net.to(memory_format=torch.channels_last)
     micro = tc.batch_size // (dist_info.world_size * tc.grad_accum)
     run = _Run(
-        config=config, device=device, dist=dist_info, process=process, shape=shape,
+        config=config, device=device, dist=dist_info, codec=codec, process=process, shape=shape,
         net=net, ema=EMA(net, tc.ema_decay, tc.ema_warmup),
         optimizer=torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay),
         scaler=torch.amp.GradScaler(device.type, enabled=tc.precision is Precision.FP16),
@@ -233,7 +237,8 @@ def _save(run: _Run, out_dir: Path) -> Path | None:
     if not run.dist.is_main:
         return None
     return ckpt.save_checkpoint(out_dir, step=run.step, config=run.config, data_shape=run.shape, model=run.net,
-                                ema=run.ema.model, state=state, keep_last=run.config.train.keep_last)  # fmt: skip
+                                ema=run.ema.model, state=state, keep_last=run.config.train.keep_last,
+                                codec_state=run.codec.state())  # fmt: skip
 
 
 def _batch_layout(run: _Run) -> dict[str, int]:
@@ -253,11 +258,12 @@ def _train_step(run: _Run, model: nn.Module, denoiser: Denoiser, batches: Any) -
         if run.config.data.hflip:
             flip = torch.rand(x0.shape[0], generator=run.flip_generator) < 0.5  # (b,)
             x0 = torch.where(flip.to(run.device)[:, None, None, None], x0.flip(-1), x0)
-        t = process.sample_training_t(x0.shape[0], generator=run.generator, device=run.device)  # (b,)
-        noise = process.noise_like(x0, t, generator=run.generator)  # shape of x_t
+        z0 = run.codec.encode(x0)  # (b, C', H', W'): the latents the process runs on
+        t = process.sample_training_t(z0.shape[0], generator=run.generator, device=run.device)  # (b,)
+        noise = process.noise_like(z0, t, generator=run.generator)  # shape of z_t
         sync = m == tc.grad_accum - 1 or not run.dist.enabled
         with contextlib.nullcontext() if sync else model.no_sync():
-            loss, parts = denoiser.loss(x0, t, noise)
+            loss, parts = denoiser.loss(z0, t, noise)
         run.scaler.scale(loss / tc.grad_accum).backward()
         step_loss += loss.item() / tc.grad_accum
     if reduce_flag(not math.isfinite(step_loss), run.dist, run.device):
@@ -324,7 +330,7 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
         if step % tc.checkpoint_every == 0 or step == tc.steps:
             last_ckpt = _save(run, out_dir) or last_ckpt
         if main and tc.sample_every and step % tc.sample_every == 0 and step != tc.steps:
-            _sample_grid(config, run.ema.model, run.process, device, out_dir / "samples" / f"step_{step:08d}.png")
+            _sample_grid(run, run.ema.model, out_dir / "samples" / f"step_{step:08d}.png")
     bar.close()
     return _finish(run, out_dir, log, losses, last_ckpt)
 
@@ -340,7 +346,7 @@ def _finish(run: _Run, out_dir: Path, log: MetricsLog | None, losses: list[float
             if len(set(checksums)) != 1:
                 raise TrainingError(f"ranks hold different weights after training: {checksums}")
         path = out_dir / "samples" / f"step_{run.step:08d}.png"
-        grid = _sample_grid(run.config, run.ema.model, run.process, run.device, path)
+        grid = _sample_grid(run, run.ema.model, path)
         loss_plot = plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png") if losses else None
     return TrainResult(out_dir, last_ckpt, run.step, losses, grid, loss_plot)
 
@@ -359,8 +365,11 @@ def _gather_states(stream: BatchStream, generator: torch.Generator, flip_generat
 
 
 @torch.no_grad()
-def _sample_grid(config: Config, net: nn.Module, process: DiffusionProcess, device: torch.device, path: Path) -> Path:
-    denoiser = build_denoiser(config, net, process)
-    generator = torch.Generator(device=device).manual_seed(config.train.seed)
-    images = run_sampler(config.sample, denoiser, process, config.train.sample_n, generator=generator, device=device)
+def _sample_grid(run: _Run, net: nn.Module, path: Path) -> Path:
+    """A grid of train.sample_n images decoded from samples of ``net`` (the EMA weights), seeded by train.seed."""
+    config = run.config
+    denoiser = build_denoiser(config, net, run.process)
+    generator = torch.Generator(device=run.device).manual_seed(config.train.seed)
+    images = sample_images(config.sample, denoiser, run.codec, config.train.sample_n, generator=generator,
+                           device=run.device)  # fmt: skip
     return save_grid(path, images)

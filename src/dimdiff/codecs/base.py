@@ -1,0 +1,51 @@
+"""The contract of a codec: the map between images and the state space a diffusion process runs on.
+
+    z0 = encode(x0)    images (B, C, H, W) in [-1, 1]  ->  latents (B, *latent_shape((C, H, W)))
+    x0 = decode(z0)    latents -> images in [-1, 1]
+
+The trainer encodes each batch after augmentation; every sampler works on latents and the images
+come from ``decode`` (sample grids, ``dimdiff sample``, evaluation). A codec with learned parts
+is fitted once on the training images (``fit``) before training starts; what it learned is
+``state()``, a flat dict of tensors saved with every checkpoint (``codec.safetensors``) and given
+back by ``load_state``. The identity pixel codec (`pixel.PixelCodec`) is the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from torch import Tensor
+
+__all__ = ["Codec"]
+
+
+class Codec(Protocol):
+    @property
+    def needs_fit(self) -> bool:
+        """Whether ``fit`` must run on training data before the codec can encode."""
+        ...
+
+    def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Shape (C', H', W') of the latent of one image of shape (C, H, W)."""
+        ...
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Latents (B, C', H', W') of images x (B, C, H, W) in [-1, 1]."""
+        ...
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Images (B, C, H, W) in [-1, 1] of latents z (B, C', H', W')."""
+        ...
+
+    def fit(self, images: Sequence[Tensor] | Tensor) -> Codec:
+        """A codec fitted to training images ((N, C, H, W) or a sequence of (C, H, W))."""
+        ...
+
+    def state(self) -> dict[str, Tensor]:
+        """What ``fit`` learned, as named tensors (empty when there is nothing)."""
+        ...
+
+    def load_state(self, state: dict[str, Tensor]) -> Codec:
+        """A codec with a saved ``state()`` restored; refuses a state of another codec."""
+        ...

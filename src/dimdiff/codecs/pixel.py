@@ -1,0 +1,38 @@
+"""The identity codec: the process runs on the images themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
+
+__all__ = ["PixelCodec"]
+
+
+@dataclass(frozen=True)
+class PixelCodec:
+    @property
+    def needs_fit(self) -> bool:
+        return False
+
+    def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return image_shape
+
+    def encode(self, x: Tensor) -> Tensor:
+        return x
+
+    def decode(self, z: Tensor) -> Tensor:
+        return z
+
+    def fit(self, images: Sequence[Tensor] | Tensor) -> PixelCodec:
+        return self
+
+    def state(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state(self, state: dict[str, Tensor]) -> PixelCodec:
+        if state:
+            raise ValueError(f"expected no codec state for the pixel codec, got tensors {sorted(state)[:5]} "
+                             f"(a checkpoint of a model with another codec?)")  # fmt: skip
+        return self
