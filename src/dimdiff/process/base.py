@@ -16,10 +16,13 @@ from torch import Tensor
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.timesteps import Spacing
 
-__all__ = ["CrossHook", "DiffusionProcess", "TimeLike", "broadcast_time"]
+__all__ = ["CrossHook", "DiffusionProcess", "ReverseNoise", "TimeLike", "broadcast_time"]
 
 TimeLike = Tensor | float
 CrossHook = Callable[[Tensor, float], Tensor]  # (state just after an upward crossing, tau) -> state to go on from
+# explicit noise of one reverse step: a tensor, or (first part, rest) for a step that straddles a
+# resolution change (see DiffusionProcess.reverse_step)
+ReverseNoise = Tensor | tuple["ReverseNoise", "ReverseNoise"]
 
 
 @runtime_checkable
@@ -51,6 +54,13 @@ class DiffusionProcess(Protocol):
         """Standard normal noise of the shape that forward_sample(x0, t, .) expects."""
         ...
 
+    def forward_transition(self, x_s: Tensor, s: float, t: float, noise: Tensor) -> Tensor:
+        """A draw of x_t ~ q(x_t | x_s) for s < t, linear in (x_s, noise): x_s and ``noise`` of
+        shape (B, *shape_at(s)), the result of shape (B, *shape_at(t)) (a process whose resolution
+        falls between s and t drops what is dead at t). Chained from forward_sample(x0, s, .) it has
+        the law of forward_sample(x0, t, .)."""
+        ...
+
     def x0_from_prediction(self, x_t: Tensor, prediction: Tensor, t: Tensor, kind: Parameterization) -> Tensor:
         """The x0 estimate implied by a network output of the given parameterization."""
         ...
@@ -68,12 +78,23 @@ class DiffusionProcess(Protocol):
         *,
         eta: float = 1.0,
         generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
+        noise: ReverseNoise | None = None,
         on_cross: CrossHook | None = None,
     ) -> Tensor:
         """One step from time t to time s < t given an x0 estimate (eta = 1: ancestral DDPM
         posterior; eta = 0: deterministic DDIM). Where the step crosses a resolution change, the
-        state just after it goes through ``on_cross`` (processes that never cross ignore it)."""
+        state just after it goes through ``on_cross`` (processes that never cross ignore it).
+
+        ``noise`` replaces every draw from ``generator`` (the result is then a deterministic, linear
+        function of x_t, x0_hat and the noise, whatever the generator):
+          - a step that stays at one resolution, or ends exactly on a resolution change and crosses
+            up there: one standard normal tensor of the destination shape (B, *shape_at(s))
+            (a crossing takes the in-stage noise and the refilled detail from orthogonal
+            projections of it, so the step is exact in distribution);
+          - a step that straddles a resolution change tau (s < tau < t): a pair (noise for the step
+            down to and across tau, noise for the step tau -> s), each by these rules; a plain
+            tensor there is a ValueError.
+        With ``noise`` None the draws come from ``generator``."""
         ...
 
     def log_snr(self, t: TimeLike) -> Tensor:

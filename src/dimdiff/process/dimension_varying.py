@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from dimdiff.ops.pool import components, mix_components, pool, project_complement, unpool
-from dimdiff.process.base import CrossHook, TimeLike, broadcast_time
+from dimdiff.process.base import CrossHook, ReverseNoise, TimeLike, broadcast_time
 from dimdiff.process.gaussian import ddim_coefficients, step_coefficients
 from dimdiff.process.parameterization import Parameterization, target_coefficients, x0_coefficients
 from dimdiff.process.schedules import LinearBetaSchedule, Schedule
@@ -222,20 +222,36 @@ class DimensionVaryingProcess:
         *,
         eta: float = 1.0,
         generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
+        noise: ReverseNoise | None = None,
         on_cross: CrossHook | None = None,
     ) -> Tensor:
         """One step s <- t; on reaching a turning point tau the state crosses up (fresh noise) and
-        ``on_cross(x, tau)``, if given, may refine it (e.g. Langevin steps) before the step goes on."""
+        ``on_cross(x, tau)``, if given, may refine it (e.g. Langevin steps) before the step goes on.
+
+        ``noise``, if given, replaces every draw from ``generator``:
+          - a step within one stage: a tensor of shape (B, *shape_at(t));
+          - a step that ends exactly on tau and crosses up: a tensor n of the destination shape
+            (B, *shape_at(s)), one level finer: D n (``pool(n, 1)``) is the in-stage posterior noise and
+            (I - P) n (``project_complement(n, 1)``) the refilled complement, independent standard
+            normals (the projections are orthogonal), so the step is exact in distribution;
+          - a step that straddles tau (s < tau < t): a pair (noise for the step down to and across tau,
+            noise for tau -> s), each by these rules (the second a pair again if it straddles another
+            turning point); a plain tensor is a ValueError.
+        In every case the noise has the shape of the state at the end of its part of the step. With
+        ``noise`` None the draws come from ``generator``: the in-stage posterior noise, then the
+        crossing noise, then the rest of the step."""
         t, s = float(t), float(s)
         if s >= t:
             raise ValueError(f"reverse_step expects s < t, got t={t}, s={s}")
         k = self.stage_of(t)
         floor = self.stages.boundaries()[k]  # tau_k: below it the state is one level finer
-        z_s = self._step_in_stage(x_t, x0_hat, t, max(s, floor), k, eta, generator, noise)
-        if k == 0 or s > floor:
+        crosses = k > 0 and s <= floor
+        here, rest = self._split_noise(noise, x_t, t, s, floor if crosses else s)
+        in_stage = pool(here, 1) if crosses and here is not None else here  # D n: the in-stage noise
+        z_s = self._step_in_stage(x_t, x0_hat, t, max(s, floor), k, eta, generator, in_stage)
+        if not crosses:
             return z_s
-        x = self.cross_up(z_s, self.crossing_scale(k), generator=generator)
+        x = self.cross_up(z_s, self.crossing_scale(k), generator=generator, noise=here)
         if on_cross is not None:
             x = on_cross(x, floor)
         if s == floor:
@@ -243,7 +259,29 @@ class DimensionVaryingProcess:
         # the grid straddles the turning point: finish the step one level finer, the x0 estimate's
         # missing detail taken from the crossing's model
         x0_up = self._x0_after_crossing(x, x0_hat, k)
-        return self.reverse_step(x, x0_up, floor, s, eta=eta, generator=generator, on_cross=on_cross)
+        return self.reverse_step(x, x0_up, floor, s, eta=eta, generator=generator, noise=rest, on_cross=on_cross)
+
+    def _split_noise(self, noise: ReverseNoise | None, x_t: Tensor, t: float, s: float,
+                     end: float) -> tuple[Tensor | None, ReverseNoise | None]:  # fmt: skip
+        """(noise for the step t -> ``end``, the stage's floor where the step crosses a turning point, or s;
+        noise for the rest of the step, end -> s), checked against the rules of ``reverse_step``."""
+        if noise is None:
+            return None, None
+        expected = (x_t.shape[0], *self.shape_at(end))
+        if s < end:
+            if not (isinstance(noise, tuple) and len(noise) == 2):
+                got = f"a tensor of shape {tuple(noise.shape)}" if isinstance(noise, Tensor) else repr(type(noise))
+                raise ValueError(f"the step t={t} -> s={s} straddles the turning point {end}: expected noise as a "
+                                 f"pair (noise of shape {expected} for the step down to and across it, noise for "
+                                 f"the step {end} -> {s}), got {got}")  # fmt: skip
+            here, rest = noise
+        else:
+            here, rest = noise, None
+        if not isinstance(here, Tensor) or tuple(here.shape) != expected:
+            got = f"shape {tuple(here.shape)}" if isinstance(here, Tensor) else repr(type(here))
+            raise ValueError(f"the step t={t} -> s={end}: expected noise as one tensor of the destination shape "
+                             f"{expected}, got {got}")  # fmt: skip
+        return here, rest
 
     def _step_in_stage(self, z_t: Tensor, x0_hat: Tensor, t: float, s: float, k: int, eta: float,
                        generator: torch.Generator | None, noise: Tensor | None) -> Tensor:  # fmt: skip

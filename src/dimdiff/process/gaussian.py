@@ -1,6 +1,7 @@
 """The Gaussian variance-preserving process of DDPM/DDIM (the baseline).
 
     q(x_t | x0)      = N(alpha_t x0, sigma_t^2 I)
+    q(x_t | x_s)     = N(r x_s, v I), s < t (``forward_transition``)
     q(x_s | x_t, x0) = N(mean, var I), s < t, with r = alpha_t / alpha_s,
                        v = sigma_t^2 - r^2 sigma_s^2 (= the s -> t transition variance),
                        mean = (r sigma_s^2 / sigma_t^2) x_t + (alpha_s v / sigma_t^2) x0,
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from dimdiff.ops.combine import batch_coefficient, linear_combination
-from dimdiff.process.base import CrossHook, TimeLike, broadcast_time
+from dimdiff.process.base import CrossHook, ReverseNoise, TimeLike, broadcast_time
 from dimdiff.process.parameterization import Parameterization, target_coefficients, x0_coefficients
 from dimdiff.process.schedules import LinearBetaSchedule, Schedule
 from dimdiff.process.timesteps import Spacing, timesteps
@@ -63,6 +64,16 @@ class GaussianProcess:
 
     def noise_like(self, x0: Tensor, t: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+
+    def forward_transition(self, x_s: Tensor, s: float, t: float, noise: Tensor) -> Tensor:
+        """A draw of x_t ~ q(x_t | x_s) for s < t: x_t = r x_s + sqrt(v) noise, r = alpha_t / alpha_s,
+        v = sigma_t^2 - r^2 sigma_s^2 (``noise`` of the shape of x_s)."""
+        if s >= t:
+            raise ValueError(f"forward_transition expects s < t, got s={s}, t={t}")
+        alpha_s, sigma_s = self.alpha_sigma(s, x_s)
+        alpha_t, sigma_t = self.alpha_sigma(t, x_s)
+        c = step_coefficients(alpha_t, sigma_t, alpha_s, sigma_s)
+        return linear_combination([(x_s, c["r"]), (noise, c["v"].sqrt())])  # (B, C, H, W)
 
     # ------------------------------------------------------------- parameterizations
     def x0_from_prediction(self, x_t: Tensor, prediction: Tensor, t: TimeLike, kind: Parameterization) -> Tensor:
@@ -127,9 +138,14 @@ class GaussianProcess:
         *,
         eta: float = 1.0,
         generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
+        noise: ReverseNoise | None = None,
         on_cross: CrossHook | None = None,  # never called: the dimension never changes
     ) -> Tensor:
+        """The DDIM(eta) step s <- t; ``noise``, if given, is the standard normal z of the step, of the
+        shape of x_t (the dimension never changes, so never a pair), replacing the draw from ``generator``."""
+        if noise is not None and not isinstance(noise, Tensor):
+            raise ValueError(f"the Gaussian process never changes resolution: expected noise as one tensor of shape "
+                             f"{tuple(x_t.shape)}, got {type(noise)!r}")  # fmt: skip
         c = self._step_coefficients(t, s, x_t)
         return ddim_combine(x_t, x0_hat, c, eta=eta, generator=generator, noise=noise)
 
