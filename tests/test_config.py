@@ -35,7 +35,8 @@ def test_overrides_parse_toml_values_and_bare_words(tmp_path):
 @pytest.mark.parametrize(
     ("raw", "overrides", "message"),
     [
-        ({"trian": {}}, [], "unknown config section 'trian'; valid sections: model, process, codec, data, train, sample"),
+        ({"trian": {}}, [],
+         "unknown config section 'trian'; valid sections: model, process, codec, data, train, sample"),
         ({"train": {"lrr": 1}}, [], "unknown key 'train.lrr'; valid keys in [train]: steps, batch_size, lr"),
         ({}, ["train.precision=fp64"], "train.precision: expected one of fp32, bf16, fp16, got 'fp64'"),
         ({}, ["train.steps=many"], "train.steps: expected an integer, got 'many'"),
