@@ -212,8 +212,9 @@ def test_dimdiff_cli_bench_once_wired(tmp_path: Path) -> None:
     import dimdiff.cli
 
     subcommands = next(a for a in dimdiff.cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if "bench" not in subcommands.choices:
-        pytest.skip("`dimdiff bench` is not wired into dimdiff.cli yet")
+    assert "bench" in subcommands.choices, "`dimdiff bench` must be a subcommand of dimdiff.cli"
+    bench = next(a for a in subcommands.choices["bench"]._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(bench.choices) == {"sampling", "training", "quality", "oracle"}
     argv = ["bench", "sampling", "--steps", "3", "--batch", "2", "--repeats", "1", "--no-peer", "--out", str(tmp_path)]
     assert dimdiff.cli.main([*argv, *TINY_OVERRIDES]) == 0
     assert (tmp_path / "sampling.json").is_file()
