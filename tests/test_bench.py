@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dimdiff.bench import training
 from dimdiff.bench.cli import add_bench_parser, run_bench
 from dimdiff.bench.peer import MISSING_NOTE
 from dimdiff.bench.registry import (
@@ -148,6 +149,47 @@ def test_training_bench_tiny(tiny_methods: list) -> None:
     assert row["forward_flops_per_example"] == _forward_flops(tiny_methods[0].config, 2)
     assert 2.0 <= row["training_over_forward_flops"] <= 4.0
     assert row["time_ratio_to_ddim"] == 1.0 and row["dimension_ratio"] == 1.0
+    (level,) = row["levels"]  # full resolution: one level, measured as a plain training step
+    assert level["probability"] == 1.0 and len(level["times_s"]) == 2
+    assert level["flops_per_example"] == row["flops_per_example"] and level["state_shape"] == (1, 8, 8)
+    for r in staged:  # stages of 8, 4 and 2 px, with probabilities equal to their lengths
+        assert [lv["state_shape"] for lv in r["levels"]] == [(1, 8, 8), (1, 4, 4), (1, 2, 2)]
+        p = [lv["probability"] for lv in r["levels"]]
+        assert r["dimension_ratio"] == pytest.approx(p[0] + p[1] / 4 + p[2] / 16, rel=1e-12)
+
+
+def test_training_bench_reports_the_expectation_over_levels(tiny_methods: list, monkeypatch) -> None:
+    """Seconds and FLOPs per example are the probability-weighted sums over the levels, peak memory
+    their maximum; every (set-up, level) pair is timed in one interleaved run."""
+    batches: list[int] = []
+
+    def fake_times(functions, repeats, warmup, device):
+        batches.append(len(functions))
+        return [[0.01 * (i + 1), 0.01 * (i + 1)] for i in range(len(functions))]  # seconds per step
+
+    peaks = iter([10.0, 30.0, 20.0, 5.0])
+    monkeypatch.setattr(training, "interleaved_times", fake_times)
+    monkeypatch.setattr(training, "peak_memory_mb", lambda fn, device: next(peaks))
+    methods = select_methods(tiny_methods, ["dvdp-ddim"])
+    result = training_bench(methods, TrainingOptions(batch=2, repeats=2, warmup=0, flop_batches=1))
+    assert batches == [4]  # DDIM's one level and DVDP's three, interleaved together
+    ddim, dvdp = result["rows"]
+    assert ddim["examples_per_s"] == pytest.approx(2 / 0.01, rel=1e-12) and ddim["peak_memory_mb"] == 10.0
+    levels = dvdp["levels"]
+    p = [lv["probability"] for lv in levels]
+    lengths = [0.3 - 1e-3, 0.3, 0.4]
+    assert p == pytest.approx([x / sum(lengths) for x in lengths], abs=1e-15) and sum(p) == pytest.approx(1.0)
+    assert [lv["t_range"] for lv in levels] == [pytest.approx(r) for r in [(1e-3, 0.3), (0.3, 0.6), (0.6, 1.0)]]
+    seconds = [0.02, 0.03, 0.04]  # per step of 2 examples, finest level first
+    assert [lv["examples_per_s"] for lv in levels] == pytest.approx([2 / s for s in seconds], rel=1e-12)
+    expected_seconds = sum(pk * s / 2 for pk, s in zip(p, seconds, strict=True))
+    assert dvdp["examples_per_s"] == pytest.approx(1 / expected_seconds, rel=1e-12)
+    assert dvdp["time_ratio_to_ddim"] == pytest.approx(expected_seconds / (0.01 / 2), rel=1e-12)
+    flops = [lv["flops_per_example"] for lv in levels]
+    assert flops[0] == ddim["flops_per_example"] and flops[0] > flops[1] > flops[2] > 0  # coarser is cheaper
+    assert dvdp["flops_per_example"] == pytest.approx(sum(pk * f for pk, f in zip(p, flops, strict=True)), rel=1e-12)
+    assert dvdp["flops_ratio_to_ddim"] == pytest.approx(dvdp["flops_per_example"] / flops[0], rel=1e-12)
+    assert dvdp["peak_memory_mb"] == 30.0 and [lv["peak_memory_mb"] for lv in levels] == [30.0, 20.0, 5.0]
 
 
 # ----------------------------------------------------------------------------- command line

@@ -93,6 +93,7 @@ def test_training_levels_are_one_level_of_probability_one():
     assert process.training_levels() == (TrainingLevel(1.0, 1e-3, 1.0),)
     assert len(process.net_shapes()) == 1
     one, same = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert torch.equal(process.sample_training_t(7, generator=one, level=0), process.sample_training_t(7, generator=same))
+    at_level = process.sample_training_t(7, generator=one, level=0)
+    assert torch.equal(at_level, process.sample_training_t(7, generator=same))
     with pytest.raises(ValueError, match=r"expected a training level in 0..0 .*got 1"):
         process.sample_training_t(2, level=1)

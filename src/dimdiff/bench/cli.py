@@ -92,9 +92,10 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("training", help="examples per second and FLOPs per example of a training step")
     _common(p, "SPEED_DEFAULTS: tiny U-Net, 3x32x32")
     p.add_argument("--batch", type=_positive, default=16, help="examples per training step")
-    p.add_argument("--repeats", type=_positive, default=10, help="timed steps per method, interleaved")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per method first")
-    p.add_argument("--flop-batches", type=_positive, default=8, help="draws of t that FLOPs are averaged over")
+    p.add_argument("--repeats", type=_positive, default=10, help="timed steps per method and level, interleaved")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per method and level first")
+    p.add_argument("--flop-batches", type=_positive, default=8,
+                   help="draws of t per level that FLOPs are averaged over")  # fmt: skip
 
     p = sub.add_parser("quality", help="train every method with one budget, sample, score, plot against time")
     _common(p, "QUALITY_DEFAULTS: small U-Net, 16 px digits, 1500 steps x 64")

@@ -71,8 +71,9 @@ def sampling_table(result: dict[str, Any]) -> str:
 def training_table(result: dict[str, Any]) -> str:
     s, d = result["settings"], result["data"]
     head = (f"Training step (forward, loss, backward, AdamW), batch {s['batch']}, {d['channels']}x{d['resolution']}x"
-            f"{d['resolution']}, FLOPs averaged over {s['flop_batches']} draws of t; "
-            f"{machine_summary(result['environment'])}.")  # fmt: skip
+            f"{d['resolution']}; each resolution level timed on its own ({s['repeats']} steps, FLOPs over "
+            f"{s['flop_batches']} draws of t) and weighted by its probability: expected examples/s and FLOPs, "
+            f"peak memory the largest level's; {machine_summary(result['environment'])}.")  # fmt: skip
     header = ["set-up", "params", "examples / s", "GFLOP / example", "train / forward FLOPs", "time ratio",
               "FLOP ratio", "dim. ratio", "peak MiB"]  # fmt: skip
     rows = [[r["name"], f"{r['parameters']:,}", _num(r["examples_per_s"], ".1f"),
