@@ -4,6 +4,7 @@ one network forward), the diffusers peer, result files, the CLI, and a tiny qual
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -14,7 +15,9 @@ import torch.nn.functional as F
 
 from dimdiff.bench import training
 from dimdiff.bench.cli import add_bench_parser, run_bench
+from dimdiff.bench.oracle import OracleRow
 from dimdiff.bench.peer import MISSING_NOTE
+from dimdiff.bench.quality import QualityRow
 from dimdiff.bench.registry import (
     REFERENCE_KEY,
     available_methods,
@@ -23,9 +26,9 @@ from dimdiff.bench.registry import (
     training_groups,
     unregistered_kinds,
 )
-from dimdiff.bench.sampling import PEER_KEY, SamplingOptions, sampling_bench
+from dimdiff.bench.sampling import PEER_KEY, SamplingOptions, SamplingRow, sampling_bench
 from dimdiff.bench.timing import count_flops, peak_memory_mb
-from dimdiff.bench.training import TrainingOptions, training_bench
+from dimdiff.bench.training import TrainingOptions, TrainingRow, training_bench
 from dimdiff.build import build_head, build_net, build_process
 from dimdiff.config import ConfigError, ProcessKind, SamplerKind, config_from_dict
 
@@ -36,7 +39,7 @@ TINY = {
 }
 TINY_OVERRIDES = ["model.base_channels=8", "model.channel_mult=[1,2]", "model.num_res_blocks=1",
                   "model.attention_resolutions=[4]", "data.resolution=8", "data.channels=1"]  # fmt: skip
-SAMPLING_KEYS = ("time_per_image_s", "flops_per_image", "nfe", "peak_memory_mb", "ratio_to_ddim")
+SAMPLING_KEYS = ("time_per_image_s", "flops_per_image", "nfe", "peak_memory_mb", "time_ratio_to_ddim")
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +90,17 @@ def test_methods_that_differ_only_in_sampler_train_together(tiny_methods: list) 
     assert groups == [["ddim", "ddpm"], ["dvdp-ddim", "dvdp-ddpm"], ["subspace-ddim", "subspace-ddpm"]]
 
 
+def test_every_bench_names_one_quantity_with_one_key() -> None:
+    """Rows are dataclasses; a ratio to DDIM of time or FLOPs has one name wherever it appears."""
+    rows = {SamplingRow: 2, TrainingRow: 2, QualityRow: 0, OracleRow: 0}  # ratios of time and FLOPs per row
+    for row, count in rows.items():
+        assert dataclasses.is_dataclass(row) and row.__dataclass_params__.frozen
+        names = {f.name for f in dataclasses.fields(row)}
+        assert len(names & {"time_ratio_to_ddim", "flops_ratio_to_ddim"}) == count, row
+        assert {n for n in names if "ratio_to" in n} <= {"time_ratio_to_ddim", "flops_ratio_to_ddim",
+                                                          "excess_ratio_to_ddim"}, row  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- timing helpers
 def test_peak_memory_on_cpu_matches_a_known_allocation() -> None:
     def allocate_twice() -> None:
@@ -118,7 +132,8 @@ def test_sampling_bench_tiny(tiny_methods: list) -> None:
         assert row["nfe"] == 3 and row["dimension_ratio"] == 1.0
         # N network evaluations per image, nothing else counted
         assert row["flops_per_image"] == 3 * _forward_flops(tiny_methods[0].config, 2)
-    assert rows[REFERENCE_KEY]["ratio_to_ddim"] == 1.0 and rows[REFERENCE_KEY]["flops_ratio_to_ddim"] == 1.0
+    assert rows[REFERENCE_KEY]["time_ratio_to_ddim"] == 1.0 and rows[REFERENCE_KEY]["flops_ratio_to_ddim"] == 1.0
+    assert all(set(r) == {f.name for f in dataclasses.fields(SamplingRow)} for r in result["rows"])
     assert "machine" in result["environment"] and result["environment"]["seeds"]
 
 
@@ -142,6 +157,7 @@ def test_sampling_peer_skipped_with_note_without_diffusers(tiny_methods: list, m
 def test_training_bench_tiny(tiny_methods: list) -> None:
     result = training_bench(tiny_methods, TrainingOptions(batch=2, repeats=2, warmup=1, flop_batches=2))
     row, *staged = result["rows"]
+    assert all(set(r) == {f.name for f in dataclasses.fields(TrainingRow)} for r in result["rows"])
     assert [r["key"] for r in staged] == ["dvdp-ddim+dvdp-ddpm", "subspace-ddim+subspace-ddpm"]
     for r in staged:  # t decides the resolution
         assert r["flops_ratio_to_ddim"] < 0.8 and r["dimension_ratio"] < 0.8

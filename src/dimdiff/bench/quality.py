@@ -30,7 +30,8 @@ from dimdiff.evaluate import Metric, load_reference, score_images
 from dimdiff.generate import LoadedModel, load_model
 from dimdiff.images import save_grid
 
-__all__ = ["QualityOptions", "quality_bench", "default_metrics", "headline_metric", "LOWER_IS_BETTER"]
+__all__ = ["QualityOptions", "QualityRow", "TrainingRecord", "quality_bench", "default_metrics", "headline_metric",
+           "LOWER_IS_BETTER"]  # fmt: skip
 
 LOWER_IS_BETTER = ("fd-digits", "fid", "kid", "swd_mean", "swd_16", "swd_8", "swd_4", "swd_32")
 
@@ -49,6 +50,35 @@ class QualityOptions:
     cache_dir: str | None = None  # reference feature cache (None: no cache)
     device: str = "cpu"
     progress: bool = False  # training progress bars
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """How the model that ``methods`` share was trained on ``dataset``."""
+
+    dataset: str
+    methods: list[str]  # keys of the methods sampling this model
+    steps: int  # optimizer steps taken
+    batch_size: int
+    seconds: float  # wall time of training
+    examples_per_s: float
+    final_loss: float | None  # mean of the last (up to) 50 losses
+    checkpoint: str  # folder of the final checkpoint
+
+
+@dataclass(frozen=True)
+class QualityRow:
+    """One method sampled with N steps on one dataset, and its scores."""
+
+    dataset: str
+    key: str
+    name: str
+    steps: int  # N
+    samples: int  # images scored
+    time_per_image_s: float  # median over sampling batches
+    scores: dict[str, float]  # score key -> value (evaluate.score_images)
+    headline: str  # the score key plots show
+    grid: str  # PNG of the first 64 samples
 
 
 def default_metrics(dataset: DatasetName, inception_weights: str | None = None) -> tuple[Metric, ...]:
@@ -73,7 +103,7 @@ def _on_dataset(config: Config, dataset: DatasetName, out_dir: Path) -> Config:
     return dataclasses.replace(config, data=data, train=train)
 
 
-def _train(group: list[BenchMethod], out_dir: Path, options: QualityOptions) -> tuple[dict[str, Any], LoadedModel]:
+def _train(group: list[BenchMethod], out_dir: Path, options: QualityOptions) -> tuple[TrainingRecord, LoadedModel]:
     """Train the model that ``group`` shares into ``out_dir``: its record and its EMA weights."""
     from dimdiff.train.loop import train  # the trainer is the top layer's business, loaded when needed
 
@@ -83,12 +113,12 @@ def _train(group: list[BenchMethod], out_dir: Path, options: QualityOptions) -> 
     result = train(config, progress=options.progress, echo=lambda *_: None)
     seconds = time.perf_counter() - start
     tail = result.losses[-min(50, len(result.losses)) :]
-    record = {
-        "dataset": config.data.name.value, "methods": [m.key for m in group], "steps": result.step,
-        "batch_size": config.train.batch_size, "seconds": seconds,
-        "examples_per_s": result.step * config.train.batch_size / seconds,
-        "final_loss": statistics.fmean(tail) if tail else None, "checkpoint": str(result.checkpoint),
-    }  # fmt: skip
+    record = TrainingRecord(
+        dataset=config.data.name.value, methods=[m.key for m in group], steps=result.step,
+        batch_size=config.train.batch_size, seconds=seconds,
+        examples_per_s=result.step * config.train.batch_size / seconds,
+        final_loss=statistics.fmean(tail) if tail else None, checkpoint=str(result.checkpoint),
+    )  # fmt: skip
     return record, load_model(result.checkpoint, device=options.device)
 
 
@@ -114,7 +144,7 @@ def _sample_interleaved(
 
 
 def _dataset_rows(methods: Sequence[BenchMethod], dataset: DatasetName, run_dir: Path,
-                  options: QualityOptions) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+                  options: QualityOptions) -> tuple[list[QualityRow], list[TrainingRecord]]:  # fmt: skip
     """Train, sample and score every method on one dataset: (score rows, training records)."""
     on_data = [dataclasses.replace(m, config=_on_dataset(m.config, dataset, run_dir / dataset.value))
                for m in methods]  # fmt: skip
@@ -134,9 +164,9 @@ def _dataset_rows(methods: Sequence[BenchMethod], dataset: DatasetName, run_dir:
         grid = save_grid(run_dir / dataset.value / f"{method.key}_N{steps}.png", imgs[:64])
         scores = score_images(imgs, reference, metrics, inception_weights=options.inception_weights,
                               seed=options.seed, cache_dir=options.cache_dir)  # fmt: skip
-        rows.append({"dataset": dataset.value, "key": method.key, "name": method.name, "steps": steps,
-                     "samples": len(imgs), "time_per_image_s": statistics.median(secs), "scores": scores,
-                     "headline": headline_metric(metrics), "grid": str(grid)})  # fmt: skip
+        rows.append(QualityRow(dataset=dataset.value, key=method.key, name=method.name, steps=steps,
+                               samples=len(imgs), time_per_image_s=statistics.median(secs), scores=scores,
+                               headline=headline_metric(metrics), grid=str(grid)))  # fmt: skip
     return rows, trained
 
 
@@ -145,7 +175,8 @@ def quality_bench(methods: Sequence[BenchMethod], options: QualityOptions = Qual
     base = methods[0].config
     environment = environment_record(seeds={"train": base.train.seed, "sampling": options.seed})
     run_dir = Path(options.runs_dir) / time.strftime("%Y%m%d-%H%M%S")
-    rows, trained = [], []
+    rows: list[QualityRow] = []
+    trained: list[TrainingRecord] = []
     for dataset in options.datasets:
         dataset_rows, records = _dataset_rows(methods, dataset, run_dir, options)
         rows += dataset_rows
@@ -157,8 +188,8 @@ def quality_bench(methods: Sequence[BenchMethod], options: QualityOptions = Qual
         "settings": settings,
         "model": config["model"], "process": config["process"], "train": config["train"],
         "resolution": base.data.resolution,
-        "training": trained,
-        "rows": rows,
+        "training": [dataclasses.asdict(record) for record in trained],
+        "rows": [dataclasses.asdict(row) for row in rows],
         "environment": environment,
         "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }

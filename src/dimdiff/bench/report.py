@@ -62,7 +62,7 @@ def sampling_table(result: dict[str, Any]) -> str:
     header = ["method", "params", "NFE / image", "time / image (ms)", "time ratio", "GFLOP / image",
               "FLOP ratio", "dim. bound", "peak MiB"]  # fmt: skip
     rows = [[r["name"], f"{r['parameters']:,}", _num(r["nfe"], "g"), _num(1e3 * r["time_per_image_s"], ".2f"),
-             _num(r["ratio_to_ddim"], ".3f"), _num(r["flops_per_image"] / 1e9, ".4g"),
+             _num(r["time_ratio_to_ddim"], ".3f"), _num(r["flops_per_image"] / 1e9, ".4g"),
              _num(r["flops_ratio_to_ddim"], ".3f"), _num(r["dimension_ratio"], ".3f"),
              _num(r["peak_memory_mb"], ".1f")] for r in result["rows"]]  # fmt: skip
     return _table(head, header, rows, result["notes"])
