@@ -17,7 +17,7 @@ from dimdiff.bench import training
 from dimdiff.bench.cli import add_bench_parser, run_bench
 from dimdiff.bench.oracle import OracleRow
 from dimdiff.bench.peer import MISSING_NOTE
-from dimdiff.bench.quality import QualityRow
+from dimdiff.bench.quality import QualityRow, headline_metric
 from dimdiff.bench.registry import (
     REFERENCE_KEY,
     available_methods,
@@ -254,6 +254,30 @@ def test_quality_bench_tiny_writes_json_and_plot(tmp_path: Path) -> None:
     subspace = json.loads((Path(result["training"][2]["checkpoint"]) / "config.json").read_text())
     assert len(subspace["config"]["process"]["complement_std"]) == 2  # estimated from the digits when training began
     assert "git_commit" in result["environment"]
+
+
+@pytest.mark.parametrize("resolution", [8, 16, 32])  # SWD has one key per pyramid level
+def test_every_score_key_a_quality_run_can_produce_has_a_direction(resolution: int, monkeypatch) -> None:
+    from dimdiff import evaluate
+
+    assert set(evaluate.METRIC_SCORES) == set(evaluate.Metric)
+    monkeypatch.setattr(evaluate, "load_fid_inception", lambda weights: lambda x: x.flatten(1)[:, :16])  # no weights
+    g = torch.Generator().manual_seed(0)
+    samples, real = (torch.rand(48, 1, resolution, resolution, generator=g) * 2 - 1 for _ in range(2))
+    reference = evaluate.Reference(real, "noise")
+    for metric in evaluate.Metric:  # every metric a quality run can ask for, on its own
+        keys = evaluate.score_images(samples, reference, [metric])
+        declared = evaluate.METRIC_SCORES[metric]
+        assert all(any(s.matches(k) for s in declared) for k in keys), (metric, keys)
+        assert all(any(s.matches(k) for k in keys) for s in declared), (metric, keys)  # none declared in vain
+        assert all(isinstance(evaluate.score_direction(k), evaluate.Direction) for k in keys)
+    distances = ["fd-digits", "fid", "kid", "swd_mean", "swd_32", "swd_16", "swd_8", "swd_4"]
+    assert all(evaluate.lower_is_better(k) for k in distances)
+    assert not any(evaluate.lower_is_better(k) for k in ("precision", "recall", "confidence", "kid_std"))
+    assert evaluate.score_direction("kid_std") is evaluate.Direction.NEITHER
+    assert headline_metric([evaluate.Metric.SWD, evaluate.Metric.KID]) == "swd_mean"
+    with pytest.raises(ValueError, match=r"expected a score key among .*swd_<resolution>.*got 'swd_x'"):
+        evaluate.score_direction("swd_x")
 
 
 def test_standalone_main_takes_overrides_after_options_and_reports_errors(tmp_path: Path, capsys) -> None:

@@ -26,14 +26,11 @@ from dimdiff.bench.registry import BenchMethod, data_channels, training_groups
 from dimdiff.build import run_sampler
 from dimdiff.config import Config, config_to_dict
 from dimdiff.data import DatasetName, Split
-from dimdiff.evaluate import Metric, load_reference, score_images
+from dimdiff.evaluate import METRIC_SCORES, Metric, load_reference, score_images
 from dimdiff.generate import LoadedModel, load_model
 from dimdiff.images import save_grid
 
-__all__ = ["QualityOptions", "QualityRow", "TrainingRecord", "quality_bench", "default_metrics", "headline_metric",
-           "LOWER_IS_BETTER"]  # fmt: skip
-
-LOWER_IS_BETTER = ("fd-digits", "fid", "kid", "swd_mean", "swd_16", "swd_8", "swd_4", "swd_32")
+__all__ = ["QualityOptions", "QualityRow", "TrainingRecord", "quality_bench", "default_metrics", "headline_metric"]
 
 
 @dataclass(frozen=True)
@@ -90,9 +87,7 @@ def default_metrics(dataset: DatasetName, inception_weights: str | None = None) 
 
 def headline_metric(metrics: Sequence[Metric]) -> str:
     """The score key a plot shows for these metrics (the first one's main number)."""
-    keys = {Metric.FD_DIGITS: "fd-digits", Metric.FID: "fid", Metric.KID: "kid", Metric.PR: "precision",
-            Metric.SWD: "swd_mean", Metric.CONFIDENCE: "confidence"}  # fmt: skip
-    return keys[metrics[0]]
+    return METRIC_SCORES[metrics[0]][0].name
 
 
 def _on_dataset(config: Config, dataset: DatasetName, out_dir: Path) -> Config:

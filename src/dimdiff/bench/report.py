@@ -128,7 +128,7 @@ def quality_plot(result: dict[str, Any], path: str | Path, metric: str | None = 
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    from dimdiff.bench.quality import LOWER_IS_BETTER
+    from dimdiff.evaluate import Direction, score_direction
 
     datasets = list(dict.fromkeys(r["dataset"] for r in result["rows"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(8 * len(datasets), 4), dpi=110, squeeze=False)
@@ -141,9 +141,10 @@ def quality_plot(result: dict[str, Any], path: str | Path, metric: str | None = 
             ax.plot(xs, ys, marker="o", label=name)
             for r, x, y in zip(mine, xs, ys, strict=True):
                 ax.annotate(f"N={r['steps']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        better = "lower" if key in LOWER_IS_BETTER else "higher"
+        direction = score_direction(key)
+        better = "" if direction is Direction.NEITHER else f" ({direction.value} is better)"
         budget = f"{result['train']['steps']} steps x {result['train']['batch_size']}"
-        ax.set(xlabel="sampling time per image (ms)", ylabel=f"{key} ({better} is better)",
+        ax.set(xlabel="sampling time per image (ms)", ylabel=f"{key}{better}",
                title=f"{dataset}, {result['resolution']} px, trained {budget}")  # fmt: skip
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
