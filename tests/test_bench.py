@@ -4,8 +4,11 @@ one network forward), the diffusers peer, result files, the CLI, and a tiny qual
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import dimdiff
 from dimdiff.bench import training
 from dimdiff.bench.cli import add_bench_parser, run_bench
 from dimdiff.bench.oracle import OracleRow
@@ -31,6 +35,7 @@ from dimdiff.bench.timing import count_flops, peak_memory_mb
 from dimdiff.bench.training import TrainingOptions, TrainingRow, training_bench
 from dimdiff.build import build_head, build_net, build_process
 from dimdiff.config import ConfigError, ProcessKind, SamplerKind, config_from_dict
+from dimdiff.train.loop import train
 
 TINY = {
     "model": {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [4]},
@@ -209,10 +214,10 @@ def test_training_bench_reports_the_expectation_over_levels(tiny_methods: list, 
 
 
 # ----------------------------------------------------------------------------- command line
-def _run_cli(argv: list[str]) -> int:
+def _run_cli(argv: list[str], trainer=None) -> int:
     parser = argparse.ArgumentParser(prog="dimdiff")
     add_bench_parser(parser.add_subparsers(dest="command", required=True))
-    return run_bench(parser.parse_args(["bench", *argv]))
+    return run_bench(parser.parse_args(["bench", *argv]), trainer)
 
 
 def test_cli_sampling_and_training_write_results(tmp_path: Path, capsys) -> None:
@@ -239,7 +244,14 @@ def test_quality_bench_tiny_writes_json_and_plot(tmp_path: Path) -> None:
     argv = ["quality", "--train-steps", "20", "--train-batch", "16", "--samples", "32", "--sample-batch", "16",
             "--steps", "3,4", "--metrics", "fd-digits,swd", "--out", str(tmp_path / "out"),
             "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), *TINY_OVERRIDES]  # fmt: skip
-    assert _run_cli(argv) == 0
+    trained = []
+
+    def trainer(config, **kwargs):  # the trainer is handed in: the bench never imports dimdiff.train
+        trained.append(config.process.kind)
+        return train(config, **kwargs)
+
+    assert _run_cli(argv, trainer) == 0
+    assert trained == [ProcessKind.GAUSSIAN, ProcessKind.DVDP, ProcessKind.SUBSPACE]
     result = json.loads((tmp_path / "out" / "quality.json").read_text())
     assert (tmp_path / "out" / "quality.png").stat().st_size > 0
     keys = ["ddim", "ddpm", "dvdp-ddim", "dvdp-ddpm", "subspace-ddim", "subspace-ddpm"]
@@ -288,6 +300,66 @@ def test_standalone_main_takes_overrides_after_options_and_reports_errors(tmp_pa
     assert main(argv) == 0 and (tmp_path / "training.json").is_file()
     assert main(["sampling", "--methods", "nope", "--out", str(tmp_path), *TINY_OVERRIDES]) == 2
     assert "--methods" in capsys.readouterr().err
+
+
+def test_quality_without_a_trainer_says_what_it_needs(tmp_path: Path, capsys) -> None:
+    from dimdiff.bench.cli import main
+
+    assert main(["quality", "--out", str(tmp_path), *TINY_OVERRIDES]) == 2
+    assert "expected a trainer (dimdiff.train.loop.train" in capsys.readouterr().err
+
+
+def test_bench_modules_do_not_import_the_trainer_or_the_cli() -> None:
+    """Importing any module of dimdiff.bench loads neither dimdiff.train nor dimdiff.cli (they sit on top)."""
+    code = """if True:
+        import importlib, pkgutil, sys
+        import dimdiff.bench
+        for info in pkgutil.iter_modules(dimdiff.bench.__path__):
+            importlib.import_module("dimdiff.bench." + info.name)
+            top = [m for m in sys.modules if m in ("dimdiff.train", "dimdiff.cli") or m.startswith("dimdiff.train.")]
+            assert not top, f"importing dimdiff.bench.{info.name} imported {sorted(top)}"
+        print(len(list(pkgutil.iter_modules(dimdiff.bench.__path__))))
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) >= 10  # cli, environment, oracle, peer, quality, registry, report, sampling, ...
+
+
+def _imported_modules(path: Path, package: str) -> list[str]:
+    """Every module that ``path`` imports, at any depth (lazy imports in functions too), except in its
+    ``if __name__ == "__main__":`` block."""
+    tree = ast.parse(path.read_text())
+    main = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+    skipped = {id(n) for block in main for n in ast.walk(block)}
+    names = []
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            names.append(".".join(p for p in (base, node.module or "") if p))
+    return names
+
+
+def test_nothing_below_the_top_imports_train_or_cli_even_lazily() -> None:
+    """The trainer and the command line sit on top: no other module of dimdiff imports them, not even
+    inside a function (the quality bench takes its trainer as an argument)."""
+    root = Path(dimdiff.__file__).parent
+    top = ("dimdiff.train", "dimdiff.cli")
+    offenders = {}
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root.parent).with_suffix("")
+        module = ".".join(relative.parts).removesuffix(".__init__")
+        if module.startswith(top) or module == "dimdiff.__main__":
+            continue
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        bad = [m for m in _imported_modules(path, package) if m in top or m.startswith(tuple(t + "." for t in top))]
+        if bad:
+            offenders[module] = bad
+    assert offenders == {}
 
 
 def test_dimdiff_cli_bench_once_wired(tmp_path: Path) -> None:

@@ -5,6 +5,9 @@ differ only in the sampler share one trained model), then sampled with every ste
 ``sample_steps``. Batches are generated interleaved over (method, N), so machine-load drifts hit
 all alike, and batch i is seeded with seed + i as in `dimdiff sample`. Scores come from
 `dimdiff.evaluate.score_images`; time per image is the median over batches.
+
+The trainer is handed in (``trainer=dimdiff.train.loop.train``, as `dimdiff bench quality` does):
+the training loop sits above the benchmarks, which never import it.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -30,7 +33,8 @@ from dimdiff.evaluate import METRIC_SCORES, Metric, load_reference, score_images
 from dimdiff.generate import LoadedModel, load_model
 from dimdiff.images import save_grid
 
-__all__ = ["QualityOptions", "QualityRow", "TrainingRecord", "quality_bench", "default_metrics", "headline_metric"]
+__all__ = ["QualityOptions", "QualityRow", "TrainingRecord", "TrainedRun", "Trainer", "quality_bench",
+           "default_metrics", "headline_metric"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,25 @@ class QualityOptions:
     cache_dir: str | None = None  # reference feature cache (None: no cache)
     device: str = "cpu"
     progress: bool = False  # training progress bars
+
+
+class TrainedRun(Protocol):
+    """What the bench reads of a finished training run (`dimdiff.train.loop.TrainResult` has it)."""
+
+    @property
+    def losses(self) -> Sequence[float]: ...  # the loss of every step run
+
+    @property
+    def step(self) -> int: ...  # optimizer steps taken
+
+    @property
+    def checkpoint(self) -> Path | None: ...  # the final checkpoint's folder
+
+
+class Trainer(Protocol):
+    """Trains a config to the end (`dimdiff.train.loop.train`)."""
+
+    def __call__(self, config: Config, *, progress: bool, echo: Callable[..., Any]) -> TrainedRun: ...
 
 
 @dataclass(frozen=True)
@@ -98,15 +121,17 @@ def _on_dataset(config: Config, dataset: DatasetName, out_dir: Path) -> Config:
     return dataclasses.replace(config, data=data, train=train)
 
 
-def _train(group: list[BenchMethod], out_dir: Path, options: QualityOptions) -> tuple[TrainingRecord, LoadedModel]:
+def _train(group: list[BenchMethod], out_dir: Path, options: QualityOptions,
+           trainer: Trainer) -> tuple[TrainingRecord, LoadedModel]:  # fmt: skip
     """Train the model that ``group`` shares into ``out_dir``: its record and its EMA weights."""
-    from dimdiff.train.loop import train  # the trainer is the top layer's business, loaded when needed
-
     config = group[0].config
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, out_dir=str(out_dir)))
     start = time.perf_counter()
-    result = train(config, progress=options.progress, echo=lambda *_: None)
+    result = trainer(config, progress=options.progress, echo=lambda *_: None)
     seconds = time.perf_counter() - start
+    if result.checkpoint is None:
+        raise RuntimeError(f"training {', '.join(m.key for m in group)} into {out_dir}: expected a final "
+                           f"checkpoint, got none after {result.step} steps")  # fmt: skip
     tail = result.losses[-min(50, len(result.losses)) :]
     record = TrainingRecord(
         dataset=config.data.name.value, methods=[m.key for m in group], steps=result.step,
@@ -138,14 +163,14 @@ def _sample_interleaved(
     return [torch.cat(parts) for parts in images], seconds
 
 
-def _dataset_rows(methods: Sequence[BenchMethod], dataset: DatasetName, run_dir: Path,
-                  options: QualityOptions) -> tuple[list[QualityRow], list[TrainingRecord]]:  # fmt: skip
+def _dataset_rows(methods: Sequence[BenchMethod], dataset: DatasetName, run_dir: Path, options: QualityOptions,
+                  trainer: Trainer) -> tuple[list[QualityRow], list[TrainingRecord]]:  # fmt: skip
     """Train, sample and score every method on one dataset: (score rows, training records)."""
     on_data = [dataclasses.replace(m, config=_on_dataset(m.config, dataset, run_dir / dataset.value))
                for m in methods]  # fmt: skip
     trained, models = [], {}
     for group in training_groups(on_data):
-        record, model = _train(group, run_dir / dataset.value / group[0].key, options)
+        record, model = _train(group, run_dir / dataset.value / group[0].key, options, trainer)
         trained.append(record)
         models.update({m.key: model for m in group})
     combos = [(m, n) for m in on_data for n in options.sample_steps]
@@ -165,15 +190,17 @@ def _dataset_rows(methods: Sequence[BenchMethod], dataset: DatasetName, run_dir:
     return rows, trained
 
 
-def quality_bench(methods: Sequence[BenchMethod], options: QualityOptions = QualityOptions()) -> dict[str, Any]:
-    """Train, sample and score every method on every dataset; a JSON-able result."""
+def quality_bench(methods: Sequence[BenchMethod], options: QualityOptions = QualityOptions(), *,
+                  trainer: Trainer) -> dict[str, Any]:  # fmt: skip
+    """Train every method with ``trainer`` (`dimdiff.train.loop.train`), sample and score it on every
+    dataset; a JSON-able result."""
     base = methods[0].config
     environment = environment_record(seeds={"train": base.train.seed, "sampling": options.seed})
     run_dir = Path(options.runs_dir) / time.strftime("%Y%m%d-%H%M%S")
     rows: list[QualityRow] = []
     trained: list[TrainingRecord] = []
     for dataset in options.datasets:
-        dataset_rows, records = _dataset_rows(methods, dataset, run_dir, options)
+        dataset_rows, records = _dataset_rows(methods, dataset, run_dir, options, trainer)
         rows += dataset_rows
         trained += records
     config = config_to_dict(base)
