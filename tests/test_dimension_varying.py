@@ -120,40 +120,6 @@ def test_targets_invert_without_dividing_by_a_vanishing_gain(kind, t):
     torch.testing.assert_close(recovered, pool(x0, p.stages.stage(t)), atol=1e-9, rtol=0)
 
 
-def test_training_levels_are_the_stages_with_their_lengths_as_probabilities():
-    p = process()  # stages (1/T, 0.3], (0.3, 0.6], (0.6, 1]
-    levels = p.training_levels()
-    assert len(levels) == len(p.net_shapes()) == 3
-    lengths = [0.3 - 1e-3, 0.3, 0.4]
-    assert [lv.probability for lv in levels] == pytest.approx([x / sum(lengths) for x in lengths], abs=1e-15)
-    assert sum(lv.probability for lv in levels) == pytest.approx(1.0, abs=1e-15)
-    assert [b for lv in levels for b in (lv.t_low, lv.t_high)] == pytest.approx([1e-3, 0.3, 0.3, 0.6, 0.6, 1.0])
-
-
-@pytest.mark.parametrize("level", [0, 1, 2])
-def test_training_times_of_one_level_stay_in_its_stage(level):
-    p = process()
-    low, high = p.training_levels()[level].t_low, p.training_levels()[level].t_high
-    t = p.sample_training_t(4000, generator=g(level), level=level)
-    assert p.stage_of(t) == level and t.dtype == torch.float64
-    assert low < t.min() and t.max() <= high and t.mean().item() == pytest.approx((low + high) / 2, abs=0.01)
-    with pytest.raises(ValueError, match=r"expected a training level in 0..2 .*got 3"):
-        p.sample_training_t(2, level=3)
-
-
-def test_training_times_without_a_level_are_drawn_as_before():
-    """The draws of sample_training_t(level=None) are those of the stage-by-length draw, bit for bit."""
-    p = process()
-    for seed in range(20):
-        gen, again = g(seed), g(seed)
-        bounds = torch.tensor(p.stages.boundaries(), dtype=torch.float64)
-        lo, hi = bounds[:-1].clamp_min(1e-3), bounds[1:]
-        lengths = (hi - lo).clamp_min(0.0)
-        k = torch.multinomial(lengths / lengths.sum(), 1, generator=again).squeeze(0)
-        expected = hi[k] - (hi[k] - lo[k]) * torch.rand(5, generator=again, dtype=torch.float64)
-        assert torch.equal(p.sample_training_t(5, generator=gen), expected)
-
-
 def test_training_batches_hold_one_resolution_and_cover_t_uniformly():
     p, gen = process(), g(0)
     stages = []

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from dimdiff.process.base import TrainingLevel
 from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.schedules import CosineSchedule, LinearBetaSchedule
 
@@ -86,14 +85,3 @@ def test_training_t_range_and_shapes():
     assert t.min() >= 1e-3 and t.max() <= 1.0 and t.dtype == torch.float64
     assert process.shape_at(0.5) == (1, 4, 4)
     assert process.prior_sample(3).shape == (3, 1, 4, 4)
-
-
-def test_training_levels_are_one_level_of_probability_one():
-    process = PROCESSES[0]
-    assert process.training_levels() == (TrainingLevel(1.0, 1e-3, 1.0),)
-    assert len(process.net_shapes()) == 1
-    one, same = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    at_level = process.sample_training_t(7, generator=one, level=0)
-    assert torch.equal(at_level, process.sample_training_t(7, generator=same))
-    with pytest.raises(ValueError, match=r"expected a training level in 0..0 .*got 1"):
-        process.sample_training_t(2, level=1)
