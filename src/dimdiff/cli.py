@@ -198,6 +198,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from dimdiff.train.loop import train
+
+    return run_bench(args, trainer=train)  # the quality bench trains with the trainer handed in from here
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from dimdiff.checkpoint import read_checkpoint_info
     from dimdiff.config import config_to_dict
@@ -220,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    commands = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "bench": run_bench, "info": _cmd_info}
+    commands = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "bench": _cmd_bench, "info": _cmd_info}
     from dimdiff.train.loop import TrainingError
 
     try:

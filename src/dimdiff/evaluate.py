@@ -28,6 +28,8 @@ from dimdiff.config import ConfigError, SampleConfig
 from dimdiff.data import DataError, DatasetName, Split, load_dataset
 from dimdiff.images import quantise_8bit
 from dimdiff.metrics import (
+    SWD_MEAN_KEY,
+    SWD_SCALE_PREFIX,
     classifier_confidence,
     feature_statistics,
     frechet_distance,
@@ -39,8 +41,9 @@ from dimdiff.metrics import (
 )
 
 __all__ = [
-    "Metric", "FeatureNet", "Reference", "EvalReport", "load_reference", "load_samples", "score_images",
-    "evaluate_checkpoint", "parse_metrics", "default_cache_dir",
+    "Metric", "Direction", "ScoreKey", "METRIC_SCORES", "FeatureNet", "Reference", "EvalReport", "load_reference",
+    "load_samples", "score_images", "score_direction", "lower_is_better", "evaluate_checkpoint", "parse_metrics",
+    "default_cache_dir",
 ]  # fmt: skip
 
 CACHE_ENV = "DIMDIFF_CACHE"
@@ -53,6 +56,60 @@ class Metric(str, enum.Enum):
     PR = "pr"  # precision and recall (k-NN manifolds, on the feature network below)
     SWD = "swd"  # multi-scale sliced Wasserstein distance on pixels, one value per scale
     CONFIDENCE = "confidence"  # the digits classifier's mean max-probability on the samples
+
+
+class Direction(str, enum.Enum):
+    """Which way a score improves."""
+
+    LOWER = "lower"  # lower is better: a distance to the data
+    HIGHER = "higher"  # higher is better
+    NEITHER = "neither"  # not a measure of quality (the spread of an estimate)
+
+
+@dataclass(frozen=True)
+class ScoreKey:
+    """A key of ``score_images``' result and its direction; ``per_scale``: a family of keys, ``name``
+    followed by a resolution in pixels (one per pyramid level: swd_32, swd_16, ...)."""
+
+    name: str
+    direction: Direction
+    per_scale: bool = False
+
+    def matches(self, key: str) -> bool:
+        if not self.per_scale:
+            return key == self.name
+        return key.startswith(self.name) and key[len(self.name) :].isdigit()
+
+
+# Every key each metric produces, its main number first (what a plot shows): the one place that
+# says which way a score improves.
+METRIC_SCORES: dict[Metric, tuple[ScoreKey, ...]] = {
+    Metric.FD_DIGITS: (ScoreKey("fd-digits", Direction.LOWER),),
+    Metric.FID: (ScoreKey("fid", Direction.LOWER),),
+    Metric.KID: (ScoreKey("kid", Direction.LOWER), ScoreKey("kid_std", Direction.NEITHER)),
+    Metric.PR: (ScoreKey("precision", Direction.HIGHER), ScoreKey("recall", Direction.HIGHER)),
+    Metric.SWD: (ScoreKey(SWD_MEAN_KEY, Direction.LOWER), ScoreKey(SWD_SCALE_PREFIX, Direction.LOWER, per_scale=True)),
+    Metric.CONFIDENCE: (ScoreKey("confidence", Direction.HIGHER),),
+}
+
+
+def score_direction(key: str) -> Direction:
+    """Which way the score ``key`` (of ``score_images``' result) improves."""
+    for score in (s for scores in METRIC_SCORES.values() for s in scores):
+        if score.matches(key):
+            return score.direction
+    known = [s.name + ("<resolution>" if s.per_scale else "") for scores in METRIC_SCORES.values() for s in scores]
+    raise ValueError(f"expected a score key among {', '.join(known)}, got {key!r}")
+
+
+def lower_is_better(key: str) -> bool:
+    """Whether a lower value of the score ``key`` is better (distances)."""
+    return score_direction(key) is Direction.LOWER
+
+
+def _named(metric: Metric, *values: float) -> dict[str, float]:
+    """``metric``'s values under its keys in METRIC_SCORES, in order."""
+    return dict(zip((s.name for s in METRIC_SCORES[metric]), values, strict=True))
 
 
 class FeatureNet(str, enum.Enum):
@@ -229,17 +286,15 @@ def _fd(pair: tuple[np.ndarray, np.ndarray]) -> float:
 def _score_one(metric: Metric, samples: Tensor, reference: Reference, feats: dict, net: FeatureNet,
                seed: int) -> dict[str, float]:  # fmt: skip
     if metric is Metric.FD_DIGITS:
-        return {"fd-digits": _fd(feats[FeatureNet.DIGITS])}
+        return _named(metric, _fd(feats[FeatureNet.DIGITS]))
     if metric is Metric.FID:
-        return {"fid": _fd(feats[FeatureNet.INCEPTION])}
+        return _named(metric, _fd(feats[FeatureNet.INCEPTION]))
     if metric is Metric.KID:
         fake, real = feats[net]
-        mean, std = kernel_inception_distance(real, fake, seed=seed)
-        return {"kid": mean, "kid_std": std}
+        return _named(metric, *kernel_inception_distance(real, fake, seed=seed))  # mean, std
     if metric is Metric.PR:
         fake, real = feats[net]
-        precision, recall = precision_recall(real, fake)
-        return {"precision": precision, "recall": recall}
+        return _named(metric, *precision_recall(real, fake))  # precision, recall
     if metric is Metric.SWD:
         return sliced_wasserstein_distance(samples, reference.images, seed=seed)
     if metric is Metric.CONFIDENCE:
@@ -248,7 +303,7 @@ def _score_one(metric: Metric, samples: Tensor, reference: Reference, feats: dic
                             f"got {samples.shape[1]}")  # fmt: skip
         with torch.no_grad():
             logits = torch.cat([_digits_classifier()(samples[i : i + 500]) for i in range(0, len(samples), 500)])
-        return {"confidence": classifier_confidence(logits)}
+        return _named(metric, classifier_confidence(logits))
     raise ValueError(f"expected a metric in {[m.value for m in Metric]}, got {metric!r}")  # pragma: no cover
 
 

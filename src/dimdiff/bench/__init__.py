@@ -5,7 +5,8 @@ equal budget for every registered method, measured side by side in one run.
     from dimdiff.config import Config
     result = sampling_bench(available_methods(Config()), SamplingOptions(batch=4, repeats=3))
 
-The quality benchmark (`dimdiff.bench.quality`) trains models and is imported on its own.
+The quality benchmark (`dimdiff.bench.quality`) trains models, with the trainer its caller hands in
+(`quality_bench(methods, options, trainer=dimdiff.train.loop.train)`), and is imported on its own.
 """
 
 from dimdiff.bench.environment import environment_record, machine_summary

@@ -10,20 +10,27 @@ and quality a small U-Net on 16 px digits (QUALITY_DEFAULTS); oracle needs no ne
 the process, sampler and image shape (ORACLE_DEFAULTS: 1x16x16); overrides apply on top of any.
 Results go to --out (benchmarks/results): <benchmark>.json (with the machine, versions, git commit,
 seeds and command line), <benchmark>.md (the table printed) and, for quality, quality.png.
+
+The quality bench trains models with the trainer that the layer above hands in (`dimdiff.cli`,
+or this module run as a script, passes `dimdiff.train.loop.train`); nothing here imports it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dimdiff.config import Config, ConfigError, Device, apply_overrides, config_from_dict, load_config
+
+if TYPE_CHECKING:
+    from dimdiff.bench.quality import Trainer
 
 __all__ = ["add_bench_parser", "run_bench", "main", "SPEED_DEFAULTS", "QUALITY_DEFAULTS", "ORACLE_DEFAULTS"]
 
@@ -92,9 +99,10 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("training", help="examples per second and FLOPs per example of a training step")
     _common(p, "SPEED_DEFAULTS: tiny U-Net, 3x32x32")
     p.add_argument("--batch", type=_positive, default=16, help="examples per training step")
-    p.add_argument("--repeats", type=_positive, default=10, help="timed steps per method, interleaved")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per method first")
-    p.add_argument("--flop-batches", type=_positive, default=8, help="draws of t that FLOPs are averaged over")
+    p.add_argument("--repeats", type=_positive, default=10, help="timed steps per method and level, interleaved")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per method and level first")
+    p.add_argument("--flop-batches", type=_positive, default=8,
+                   help="draws of t per level that FLOPs are averaged over")  # fmt: skip
 
     p = sub.add_parser("quality", help="train every method with one budget, sample, score, plot against time")
     _common(p, "QUALITY_DEFAULTS: small U-Net, 16 px digits, 1500 steps x 64")
@@ -191,15 +199,18 @@ def _quality_options(args: argparse.Namespace, base: Config) -> Any:
     )  # fmt: skip
 
 
-def _quality(args: argparse.Namespace) -> list[Path]:
+def _quality(args: argparse.Namespace, trainer: Trainer | None) -> list[Path]:
     from dimdiff.bench.quality import quality_bench
     from dimdiff.bench.report import quality_plot, quality_table
 
+    if trainer is None:
+        raise ConfigError("the quality bench trains every method: expected a trainer (dimdiff.train.loop.train, "
+                          "which `dimdiff bench quality` hands in), got none")  # fmt: skip
     base = _base_config(args, QUALITY_DEFAULTS)
     train = {"steps": args.train_steps, "batch_size": args.train_batch, "device": Device(args.device)}
     train = {k: v for k, v in train.items() if v is not None}
     base = dataclasses.replace(base, train=dataclasses.replace(base.train, **train))
-    result = quality_bench(_methods(args, base), _quality_options(args, base))
+    result = quality_bench(_methods(args, base), _quality_options(args, base), trainer=trainer)
     metric = args.plot_metric
     if metric and not any(metric in r["scores"] for r in result["rows"]):
         print(f"note: --plot-metric {metric!r} is not among the scores {sorted(result['rows'][0]['scores'])}; "
@@ -227,18 +238,21 @@ def _oracle(args: argparse.Namespace) -> list[Path]:
     return _write(result, oracle_table(result), args.out, "oracle")
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    """Run the benchmark that ``args.benchmark`` names; print its table and where it was written."""
+def run_bench(args: argparse.Namespace, trainer: Trainer | None = None) -> int:
+    """Run the benchmark that ``args.benchmark`` names; print its table and where it was written.
+    ``trainer`` (`dimdiff.train.loop.train`) is what the quality bench trains with."""
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    commands = {"sampling": _sampling, "training": _training, "quality": _quality, "oracle": _oracle}
+    commands = {"sampling": _sampling, "training": _training, "oracle": _oracle,
+                "quality": functools.partial(_quality, trainer=trainer)}  # fmt: skip
     written = commands[args.benchmark](args)
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m dimdiff.bench.cli sampling ...`, the same as `dimdiff bench sampling ...`."""
+def main(argv: Sequence[str] | None = None, *, trainer: Trainer | None = None) -> int:
+    """`python -m dimdiff.bench.cli sampling ...`, the same as `dimdiff bench sampling ...`; the quality
+    bench needs ``trainer`` (run as a script, this module hands in `dimdiff.train.loop.train`)."""
     from dimdiff.data import DataError
 
     parser = argparse.ArgumentParser(prog="dimdiff")
@@ -249,11 +263,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return run_bench(args)
+        return run_bench(args, trainer)
     except (ConfigError, DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    from dimdiff.train.loop import train  # run as a script, this module is the top layer
+
+    raise SystemExit(main(trainer=train))

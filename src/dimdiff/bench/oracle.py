@@ -34,8 +34,8 @@ from dimdiff.config import config_to_dict
 from dimdiff.metrics.frechet import feature_statistics, frechet_distance_eig
 from dimdiff.process.parameterization import Parameterization
 
-__all__ = ["OracleOptions", "GaussianImages", "stationary_images", "oracle_denoiser", "frechet_gaussian",
-           "oracle_bench"]  # fmt: skip
+__all__ = ["OracleOptions", "OracleRow", "GaussianImages", "stationary_images", "oracle_denoiser",
+           "frechet_gaussian", "oracle_bench"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,18 @@ class OracleOptions:
     variance: float = 0.3  # per-pixel variance of the data (digits in [-1, 1]: about 0.3)
     corner: float = 1.5  # f_c = corner / resolution in cycles per pixel
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class OracleRow:
+    """One method at one step count N: the Frechet distance of its samples to the data."""
+
+    key: str
+    name: str
+    steps: int  # N
+    frechet: float  # Frechet distance to the data (pixels)
+    excess: float  # frechet - floor: about unbiased, the floor being the sample-size bias
+    excess_ratio_to_ddim: float | None  # excess over DDIM's at the same N (None: no positive reference)
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,17 @@ def frechet_gaussian(x: Tensor, mean: Tensor, cov: Tensor) -> float:
     return frechet_distance_eig(mu_x, cov_x, mean.numpy(), cov.numpy())
 
 
+def _rows(distances: list[tuple[BenchMethod, int, float]], floor: float) -> list[OracleRow]:
+    """Rows of (method, N, Frechet distance), with the excess over the floor and its ratio to DDIM's."""
+    reference = {n: frechet - floor for method, n, frechet in distances if method.key == REFERENCE_KEY}
+    rows = []
+    for method, n, frechet in distances:
+        ref = reference.get(n)
+        rows.append(OracleRow(key=method.key, name=method.name, steps=n, frechet=frechet, excess=frechet - floor,
+                              excess_ratio_to_ddim=(frechet - floor) / ref if ref is not None and ref > 0 else None))
+    return rows  # fmt: skip
+
+
 def oracle_bench(methods: Sequence[BenchMethod], options: OracleOptions = OracleOptions()) -> dict[str, Any]:
     """Frechet distance to the data for every method and N (rows), the floor (real draws), the
     excess over it, and that excess relative to DDIM's at the same N."""
@@ -127,7 +150,7 @@ def oracle_bench(methods: Sequence[BenchMethod], options: OracleOptions = Oracle
     generator = torch.Generator().manual_seed(options.seed)
     real = data.sample(options.samples, generator)
     floor = frechet_gaussian(data.sample(options.samples, generator), data.mean, data.cov)
-    rows = []
+    distances = []
     for method in methods:
         config = with_complement_std(method.config, real)  # subspace's s_perp from the data
         process = build_process(config.process, shape)
@@ -136,13 +159,7 @@ def oracle_bench(methods: Sequence[BenchMethod], options: OracleOptions = Oracle
             sample = dataclasses.replace(config.sample, steps=n)
             run = torch.Generator().manual_seed(options.seed + 1)
             x = run_sampler(sample, denoiser, process, options.samples, generator=run).double()
-            rows.append({"key": method.key, "name": method.name, "steps": n,
-                         "frechet": frechet_gaussian(x, data.mean, data.cov)})  # fmt: skip
-    reference = {r["steps"]: r["frechet"] - floor for r in rows if r["key"] == REFERENCE_KEY}
-    for row in rows:
-        row["excess"] = row["frechet"] - floor  # about unbiased: the floor is the sample-size bias
-        ref = reference.get(row["steps"])
-        row["excess_ratio_to_ddim"] = row["excess"] / ref if ref is not None and ref > 0 else None
+            distances.append((method, n, frechet_gaussian(x, data.mean, data.cov)))
     return {
         "benchmark": "oracle",
         "settings": dataclasses.asdict(options),
@@ -150,6 +167,6 @@ def oracle_bench(methods: Sequence[BenchMethod], options: OracleOptions = Oracle
                  "trace": float(data.cov.trace())},  # fmt: skip
         "floor": floor,
         "methods": {m.key: config_to_dict(m.config) for m in methods},
-        "rows": rows,
+        "rows": [dataclasses.asdict(row) for row in _rows(distances, floor)],
         "environment": environment_record(seeds={"data_and_noise": options.seed}),
     }

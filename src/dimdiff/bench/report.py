@@ -62,7 +62,7 @@ def sampling_table(result: dict[str, Any]) -> str:
     header = ["method", "params", "NFE / image", "time / image (ms)", "time ratio", "GFLOP / image",
               "FLOP ratio", "dim. bound", "peak MiB"]  # fmt: skip
     rows = [[r["name"], f"{r['parameters']:,}", _num(r["nfe"], "g"), _num(1e3 * r["time_per_image_s"], ".2f"),
-             _num(r["ratio_to_ddim"], ".3f"), _num(r["flops_per_image"] / 1e9, ".4g"),
+             _num(r["time_ratio_to_ddim"], ".3f"), _num(r["flops_per_image"] / 1e9, ".4g"),
              _num(r["flops_ratio_to_ddim"], ".3f"), _num(r["dimension_ratio"], ".3f"),
              _num(r["peak_memory_mb"], ".1f")] for r in result["rows"]]  # fmt: skip
     return _table(head, header, rows, result["notes"])
@@ -71,8 +71,9 @@ def sampling_table(result: dict[str, Any]) -> str:
 def training_table(result: dict[str, Any]) -> str:
     s, d = result["settings"], result["data"]
     head = (f"Training step (forward, loss, backward, AdamW), batch {s['batch']}, {d['channels']}x{d['resolution']}x"
-            f"{d['resolution']}, FLOPs averaged over {s['flop_batches']} draws of t; "
-            f"{machine_summary(result['environment'])}.")  # fmt: skip
+            f"{d['resolution']}; each resolution level timed on its own ({s['repeats']} steps, FLOPs over "
+            f"{s['flop_batches']} draws of t) and weighted by its probability: expected examples/s and FLOPs, "
+            f"peak memory the largest level's; {machine_summary(result['environment'])}.")  # fmt: skip
     header = ["set-up", "params", "examples / s", "GFLOP / example", "train / forward FLOPs", "time ratio",
               "FLOP ratio", "dim. ratio", "peak MiB"]  # fmt: skip
     rows = [[r["name"], f"{r['parameters']:,}", _num(r["examples_per_s"], ".1f"),
@@ -127,7 +128,7 @@ def quality_plot(result: dict[str, Any], path: str | Path, metric: str | None = 
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    from dimdiff.bench.quality import LOWER_IS_BETTER
+    from dimdiff.evaluate import Direction, score_direction
 
     datasets = list(dict.fromkeys(r["dataset"] for r in result["rows"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(8 * len(datasets), 4), dpi=110, squeeze=False)
@@ -140,9 +141,10 @@ def quality_plot(result: dict[str, Any], path: str | Path, metric: str | None = 
             ax.plot(xs, ys, marker="o", label=name)
             for r, x, y in zip(mine, xs, ys, strict=True):
                 ax.annotate(f"N={r['steps']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        better = "lower" if key in LOWER_IS_BETTER else "higher"
+        direction = score_direction(key)
+        better = "" if direction is Direction.NEITHER else f" ({direction.value} is better)"
         budget = f"{result['train']['steps']} steps x {result['train']['batch_size']}"
-        ax.set(xlabel="sampling time per image (ms)", ylabel=f"{key} ({better} is better)",
+        ax.set(xlabel="sampling time per image (ms)", ylabel=f"{key}{better}",
                title=f"{dataset}, {result['resolution']} px, trained {budget}")  # fmt: skip
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))

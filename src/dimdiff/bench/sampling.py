@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -48,7 +48,8 @@ from dimdiff.build import (
 from dimdiff.config import SampleConfig, SamplerKind, config_to_dict
 from dimdiff.nets.unet import num_parameters
 
-__all__ = ["SamplingOptions", "Contestant", "sampling_bench", "sampler_label", "PEER_KEY", "PARAMETER_TOLERANCE"]
+__all__ = ["SamplingOptions", "Contestant", "SamplingRow", "sampling_bench", "sampler_label", "PEER_KEY",
+           "PARAMETER_TOLERANCE"]  # fmt: skip
 
 PEER_KEY = "diffusers"
 PARAMETER_TOLERANCE = 0.05  # the peer's parameter count must be within 5 % of ours
@@ -64,14 +65,51 @@ class SamplingOptions:
     peer: bool = True  # add diffusers' UNet2DModel + DDIMScheduler when importable
 
 
-@dataclass
+@dataclass(frozen=True)
 class Contestant:
     key: str
     name: str
     sample: Callable[..., Tensor]  # sample(callback=None) -> one batch after N steps
     net: nn.Module  # the network whose evaluations are counted
     data_dim: int  # C * H * W of a clean image x0
-    info: dict[str, Any] = field(default_factory=dict)  # process, sampler, steps, parameters
+    process: str  # the process kind, or the peer's scheduler
+    sampler: str  # sampler_label
+    steps: int  # sampling steps N
+    parameters: int  # of the net
+    diffusers: str | None = None  # the peer's diffusers version
+
+
+@dataclass(frozen=True)
+class StaticCosts:
+    """What a contestant costs per image apart from time (from untimed runs)."""
+
+    nfe: float  # network evaluations per image
+    flops_per_image: float
+    peak_memory_mb: float | None  # of one batch
+    dimension_ratio: float | None  # mean dim(x_t) / dim(x0) over the network evaluations
+
+
+@dataclass(frozen=True)
+class SamplingRow:
+    """One contestant's sampling cost, and its ratios to full-resolution DDIM's."""
+
+    key: str
+    name: str
+    process: str
+    sampler: str
+    steps: int
+    parameters: int
+    batch: int  # images per sampling run
+    time_per_image_s: float  # median run over the batch
+    times_s: list[float]  # seconds of each timed run
+    nfe: float
+    flops_per_image: float
+    peak_memory_mb: float | None
+    dimension_ratio: float | None
+    time_ratio_to_ddim: float  # median of per-run time ratios to DDIM's interleaved runs
+    flops_ratio_to_ddim: float
+    diffusers: str | None = None  # the peer's diffusers version
+    parameter_gap: float | None = None  # the peer's parameters over ours, minus 1
 
 
 def sampler_label(sample: SampleConfig) -> str:
@@ -94,10 +132,10 @@ def _method_contestant(method: BenchMethod, options: SamplingOptions) -> Contest
         return sample_images(config.sample, denoiser, codec, options.batch, generator=generator, device=device,
                              callback=callback)  # fmt: skip
 
-    info = {"process": config.process.kind.value, "sampler": sampler_label(config.sample),
-            "steps": config.sample.steps, "parameters": num_parameters(net)}  # fmt: skip
     dim = channels * config.data.resolution**2
-    return Contestant(method.key, method.name, sample, net, dim, info)
+    return Contestant(method.key, method.name, sample, net, dim, process=config.process.kind.value,
+                      sampler=sampler_label(config.sample), steps=config.sample.steps,
+                      parameters=num_parameters(net))  # fmt: skip
 
 
 def _peer_contestant(reference: BenchMethod, options: SamplingOptions, notes: list[str]) -> Contestant | None:
@@ -118,13 +156,13 @@ def _peer_contestant(reference: BenchMethod, options: SamplingOptions, notes: li
     scheduler = diffusers_scheduler(diffusers, config.process, config.sample)
     sample = diffusers_ddim_sampler(unet, scheduler, data_shape(config, channels), options.batch,
                                     config.sample.steps, seed=options.seed, device=device)  # fmt: skip
-    info = {"process": "diffusers DDIMScheduler", "sampler": "ddim eta=0", "steps": config.sample.steps,
-            "parameters": num_parameters(unet), "diffusers": diffusers.__version__}  # fmt: skip
     dim = channels * config.data.resolution**2
-    return Contestant(PEER_KEY, f"diffusers UNet2DModel + DDIM {diffusers.__version__}", sample, unet, dim, info)
+    return Contestant(PEER_KEY, f"diffusers UNet2DModel + DDIM {diffusers.__version__}", sample, unet, dim,
+                      process="diffusers DDIMScheduler", sampler="ddim eta=0", steps=config.sample.steps,
+                      parameters=num_parameters(unet), diffusers=diffusers.__version__)  # fmt: skip
 
 
-def _static_costs(contestant: Contestant, batch: int, device: torch.device) -> dict[str, Any]:
+def _static_costs(contestant: Contestant, batch: int, device: torch.device) -> StaticCosts:
     """FLOPs, NFE and dimension ratio per image, and peak memory of one batch (untimed runs)."""
     images, dims = [0], []
 
@@ -139,36 +177,47 @@ def _static_costs(contestant: Contestant, batch: int, device: torch.device) -> d
         contestant.sample(record)
     finally:
         handle.remove()
-    return {
-        "nfe": images[0] / batch,
-        "flops_per_image": count_flops(contestant.sample) / batch,
-        "peak_memory_mb": peak_memory_mb(contestant.sample, device),
-        "dimension_ratio": statistics.fmean(dims) / contestant.data_dim if dims else None,
-    }
+    return StaticCosts(
+        nfe=images[0] / batch,
+        flops_per_image=count_flops(contestant.sample) / batch,
+        peak_memory_mb=peak_memory_mb(contestant.sample, device),
+        dimension_ratio=statistics.fmean(dims) / contestant.data_dim if dims else None,
+    )
+
+
+@dataclass(frozen=True)
+class _Measured:
+    contestant: Contestant
+    seconds: list[float]  # per timed run
+    costs: StaticCosts
+
+
+def _row(mine: _Measured, ref: _Measured, batch: int) -> SamplingRow:
+    """A contestant's row, with ratios to the reference (DDIM) measured in the same run."""
+    c, seconds = mine.contestant, mine.seconds
+    return SamplingRow(
+        key=c.key, name=c.name, process=c.process, sampler=c.sampler, steps=c.steps, parameters=c.parameters,
+        batch=batch, time_per_image_s=statistics.median(seconds) / batch, times_s=seconds, nfe=mine.costs.nfe,
+        flops_per_image=mine.costs.flops_per_image, peak_memory_mb=mine.costs.peak_memory_mb,
+        dimension_ratio=mine.costs.dimension_ratio, time_ratio_to_ddim=median_ratio(seconds, ref.seconds),
+        flops_ratio_to_ddim=mine.costs.flops_per_image / ref.costs.flops_per_image, diffusers=c.diffusers,
+        parameter_gap=c.parameters / ref.contestant.parameters - 1 if c.key == PEER_KEY else None,
+    )  # fmt: skip
 
 
 def _rows(contestants: Sequence[Contestant], times: list[list[float]], batch: int,
-          device: torch.device) -> list[dict[str, Any]]:  # fmt: skip
-    rows = []
-    for contestant, seconds in zip(contestants, times, strict=True):
-        row = {"key": contestant.key, "name": contestant.name, **contestant.info, "batch": batch,
-               "time_per_image_s": statistics.median(seconds) / batch, "times_s": seconds}  # fmt: skip
-        rows.append(row | _static_costs(contestant, batch, device))
-    ref = next(i for i, c in enumerate(contestants) if c.key == REFERENCE_KEY)
-    for row, seconds in zip(rows, times, strict=True):
-        row["ratio_to_ddim"] = median_ratio(seconds, times[ref])
-        row["flops_ratio_to_ddim"] = row["flops_per_image"] / rows[ref]["flops_per_image"]
-    return rows
+          device: torch.device) -> list[SamplingRow]:  # fmt: skip
+    measured = [_Measured(c, t, _static_costs(c, batch, device)) for c, t in zip(contestants, times, strict=True)]
+    ref = next(m for m in measured if m.contestant.key == REFERENCE_KEY)
+    return [_row(m, ref, batch) for m in measured]
 
 
-def _check_peer_size(rows: list[dict[str, Any]], notes: list[str]) -> None:
-    ours = next(r for r in rows if r["key"] == REFERENCE_KEY)["parameters"]
+def _check_peer_size(rows: list[SamplingRow], notes: list[str]) -> None:
+    ours = next(r for r in rows if r.key == REFERENCE_KEY).parameters
     for row in rows:
-        if row["key"] == PEER_KEY:
-            row["parameter_gap"] = row["parameters"] / ours - 1
-            if abs(row["parameter_gap"]) > PARAMETER_TOLERANCE:
-                notes.append(f"warning: diffusers has {row['parameters']:,} parameters against our {ours:,} "
-                             f"({100 * row['parameter_gap']:+.1f} %): the widths do not match")  # fmt: skip
+        if row.parameter_gap is not None and abs(row.parameter_gap) > PARAMETER_TOLERANCE:
+            notes.append(f"warning: diffusers has {row.parameters:,} parameters against our {ours:,} "
+                         f"({100 * row.parameter_gap:+.1f} %): the widths do not match")  # fmt: skip
 
 
 def sampling_bench(methods: Sequence[BenchMethod], options: SamplingOptions = SamplingOptions()) -> dict[str, Any]:
@@ -189,7 +238,7 @@ def sampling_bench(methods: Sequence[BenchMethod], options: SamplingOptions = Sa
         "settings": asdict(options) | {"steps": methods[0].config.sample.steps, "reference": REFERENCE_KEY},
         "model": config_to_dict(methods[0].config)["model"],
         "data": config_to_dict(methods[0].config)["data"],
-        "rows": rows,
+        "rows": [asdict(row) for row in rows],
         "notes": notes,
         "environment": environment,
         "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,

@@ -22,12 +22,14 @@ from .inception import (
 from .kid import kernel_inception_distance
 from .precision_recall import precision_recall
 from .reconstruction import bits_per_pixel, compression_ratio, psnr, ssim
-from .swd import laplacian_pyramid, sliced_wasserstein_distance
+from .swd import SWD_MEAN_KEY, SWD_SCALE_PREFIX, laplacian_pyramid, sliced_wasserstein_distance, swd_scale_key
 
 __all__ = [
     "FID_WEIGHTS_FILENAME",
     "FID_WEIGHTS_SHA256",
     "INCEPTION_WEIGHTS_ENV",
+    "SWD_MEAN_KEY",
+    "SWD_SCALE_PREFIX",
     "DigitsClassifier",
     "FIDInceptionV3",
     "FeatureNetworkError",
@@ -48,4 +50,5 @@ __all__ = [
     "psnr",
     "sliced_wasserstein_distance",
     "ssim",
+    "swd_scale_key",
 ]

@@ -31,9 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["laplacian_pyramid", "pyramid_resolutions", "sliced_wasserstein_distance"]
+__all__ = ["SWD_MEAN_KEY", "SWD_SCALE_PREFIX", "laplacian_pyramid", "pyramid_resolutions",
+           "sliced_wasserstein_distance", "swd_scale_key"]  # fmt: skip
 
 SWD_SCALE = 1e3  # reported SWD = 1e3 * distance between normalised descriptors (Karras et al. 2018)
+SWD_MEAN_KEY = "swd_mean"  # the result key of the average over the pyramid's levels
+SWD_SCALE_PREFIX = "swd_"  # the result key of one level is this prefix and its resolution: swd_32
+
+
+def swd_scale_key(resolution: int) -> str:
+    """The result key of the pyramid level at ``resolution`` px: swd_32, swd_16, ..."""
+    return f"{SWD_SCALE_PREFIX}{resolution}"
 
 
 def _binomial_blur(x: Tensor) -> Tensor:
@@ -170,6 +178,7 @@ def sliced_wasserstein_distance(
     result: dict[str, float] = {}
     for resolution, a, b in zip(resolutions, desc_a, desc_b, strict=True):
         a, b = _equal_counts(a, b, generator)
-        result[f"swd_{resolution}"] = SWD_SCALE * _sliced_wasserstein(a, b, num_projections, num_repeats, generator)
-    result["swd_mean"] = sum(result.values()) / len(resolutions)
+        result[swd_scale_key(resolution)] = SWD_SCALE * _sliced_wasserstein(a, b, num_projections, num_repeats,
+                                                                             generator)  # fmt: skip
+    result[SWD_MEAN_KEY] = sum(result.values()) / len(resolutions)
     return result

@@ -8,6 +8,7 @@ shape of the state at each t and crosses resolution changes inside ``reverse_ste
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -16,13 +17,24 @@ from torch import Tensor
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.timesteps import Spacing
 
-__all__ = ["CrossHook", "DiffusionProcess", "ReverseNoise", "TimeLike", "broadcast_time"]
+__all__ = [
+    "CrossHook", "DiffusionProcess", "ReverseNoise", "TimeLike", "TrainingLevel", "broadcast_time", "check_level",
+]  # fmt: skip
 
 TimeLike = Tensor | float
 CrossHook = Callable[[Tensor, float], Tensor]  # (state just after an upward crossing, tau) -> state to go on from
 # explicit noise of one reverse step: a tensor, or (first part, rest) for a step that straddles a
 # resolution change (see DiffusionProcess.reverse_step)
 ReverseNoise = Tensor | tuple["ReverseNoise", "ReverseNoise"]
+
+
+@dataclass(frozen=True)
+class TrainingLevel:
+    """One resolution level of training: the share of batches drawn at it and their times."""
+
+    probability: float  # share of training batches at this level (the levels' shares sum to 1)
+    t_low: float  # its batches' times lie between t_low and t_high (drawn uniformly)
+    t_high: float
 
 
 @runtime_checkable
@@ -41,9 +53,18 @@ class DiffusionProcess(Protocol):
         ...
 
     def sample_training_t(
-        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+        level: int | None = None,
     ) -> Tensor:
-        """Training times, shape (n,). All of one batch share the state's shape."""
+        """Training times, shape (n,). All of one batch share the state's shape. ``level`` (an index into
+        ``training_levels()``) restricts the batch to that level's times; None draws the level too, with
+        its probability."""
+        ...
+
+    def training_levels(self) -> tuple[TrainingLevel, ...]:
+        """The levels ``sample_training_t`` draws a batch from, one per entry of ``net_shapes()`` and in
+        its order (finest first), with their probabilities and time ranges: a process whose state never
+        changes resolution has one, of probability 1."""
         ...
 
     def forward_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
@@ -138,3 +159,10 @@ def broadcast_time(t: TimeLike, like: Tensor) -> Tensor:
     if t.shape != (like.shape[0],):
         raise ValueError(f"expected t of shape () or ({like.shape[0]},), got {tuple(t.shape)}")
     return t
+
+
+def check_level(level: int | None, levels: int) -> None:
+    """Refuse a training level that is not an index into a process's ``levels`` training levels."""
+    if level is not None and not 0 <= level < levels:
+        raise ValueError(f"expected a training level in 0..{levels - 1} (an index into training_levels()), "
+                         f"got {level}")  # fmt: skip

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from dimdiff.ops.pool import components, mix_components, pool, project_complement, unpool
-from dimdiff.process.base import CrossHook, ReverseNoise, TimeLike, broadcast_time
+from dimdiff.process.base import CrossHook, ReverseNoise, TimeLike, TrainingLevel, broadcast_time, check_level
 from dimdiff.process.gaussian import ddim_coefficients, step_coefficients
 from dimdiff.process.parameterization import Parameterization, target_coefficients, x0_coefficients
 from dimdiff.process.schedules import LinearBetaSchedule, Schedule
@@ -99,16 +99,28 @@ class DimensionVaryingProcess:
                      device: torch.device | str = "cpu") -> Tensor:  # fmt: skip
         return torch.randn((n, *self.shape_at(1.0)), generator=generator, device=device)
 
-    def sample_training_t(self, n: int, *, generator: torch.Generator | None = None,
-                          device: torch.device | str = "cpu") -> Tensor:  # fmt: skip
-        """One stage per batch, drawn with probability equal to its length in t, then t uniform
-        in it: overall t ~ U[1/T, 1], while every batch holds one resolution."""
+    def _stage_times(self, device: torch.device | str) -> tuple[Tensor, Tensor, Tensor]:
+        """(lo, hi, probability) per stage, float64: stage k trains on t in (lo_k, hi_k] (t >= 1/T), with
+        probability equal to its length."""
         bounds = torch.tensor(self.stages.boundaries(), dtype=torch.float64, device=device)
         lo, hi = bounds[:-1].clamp_min(1.0 / self.num_steps), bounds[1:]
         lengths = (hi - lo).clamp_min(0.0)
-        k = torch.multinomial(lengths / lengths.sum(), 1, generator=generator).squeeze(0)
+        return lo, hi, lengths / lengths.sum()
+
+    def sample_training_t(self, n: int, *, generator: torch.Generator | None = None,
+                          device: torch.device | str = "cpu", level: int | None = None) -> Tensor:  # fmt: skip
+        """One stage per batch, drawn with probability equal to its length in t (or the stage ``level``),
+        then t uniform in it: overall t ~ U[1/T, 1], while every batch holds one resolution."""
+        check_level(level, self.stages.num_levels + 1)
+        lo, hi, probability = self._stage_times(device)
+        k = torch.multinomial(probability, 1, generator=generator).squeeze(0) if level is None else level
         u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
         return hi[k] - (hi[k] - lo[k]) * u  # in (lo, hi]: stage k under the (tau_k, tau_{k+1}] convention
+
+    def training_levels(self) -> tuple[TrainingLevel, ...]:
+        """Stage k = 0..K (finest first), drawn with probability equal to its length in t."""
+        lo, hi, probability = self._stage_times("cpu")
+        return tuple(TrainingLevel(float(p), float(a), float(b)) for p, a, b in zip(probability, lo, hi, strict=True))
 
     def log_snr(self, t: TimeLike) -> Tensor:
         return self.schedule.log_snr(t)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from dimdiff.ops.combine import batch_coefficient, linear_combination
-from dimdiff.process.base import CrossHook, ReverseNoise, TimeLike, broadcast_time
+from dimdiff.process.base import CrossHook, ReverseNoise, TimeLike, TrainingLevel, broadcast_time, check_level
 from dimdiff.process.parameterization import Parameterization, target_coefficients, x0_coefficients
 from dimdiff.process.schedules import LinearBetaSchedule, Schedule
 from dimdiff.process.timesteps import Spacing, timesteps
@@ -43,12 +43,18 @@ class GaussianProcess:
         return torch.randn((n, *self.shape_at(1.0)), generator=generator, device=device)
 
     def sample_training_t(
-        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+        level: int | None = None,
     ) -> Tensor:
-        """t ~ U[1/T, 1]: the continuous range that the sampler grids cover."""
+        """t ~ U[1/T, 1]: the continuous range that the sampler grids cover (one level: ``level`` 0 or None)."""
+        check_level(level, 1)
         u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
         t_min = 1.0 / self.num_steps
         return t_min + (1.0 - t_min) * u
+
+    def training_levels(self) -> tuple[TrainingLevel, ...]:
+        """One level, the data resolution, with every t in [1/T, 1]."""
+        return (TrainingLevel(1.0, 1.0 / self.num_steps, 1.0),)
 
     # ------------------------------------------------------------------ forward process
     def alpha_sigma(self, t: TimeLike, like: Tensor) -> tuple[Tensor, Tensor]:
