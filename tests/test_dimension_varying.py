@@ -1,4 +1,4 @@
-"""DVDP's process against its closed forms (DVDP.md section 9), no training needed. What every
+"""DVDP's process against its closed forms (docs/dvdp.md section 9), no training needed. What every
 process must satisfy (the degenerate configuration equal to the Gaussian baseline bit for bit among
 it) is in tests/contracts/test_process_contract.py."""
 
@@ -257,7 +257,7 @@ def test_exact_upward_crossing_in_distribution(k):
 
 @pytest.mark.parametrize("t", [0.45, 0.8])
 def test_score_factorisation_on_gaussian_data(t):
-    """For t >= tau_k: grad log p_t(x) = U_k s_low(D_k x) - (I - P_k) x / sigma_t^2 (DVDP.md section 4),
+    """For t >= tau_k: grad log p_t(x) = U_k s_low(D_k x) - (I - P_k) x / sigma_t^2 (docs/dvdp.md section 4),
     with both scores in closed form for x0 ~ N(mu, Sigma); and the process's Tweedie score with the
     exact E[z0 | z_t] is s_low."""
     data = GaussianData((1, 4, 4), seed=5)
@@ -285,7 +285,7 @@ def test_score_factorisation_on_gaussian_data(t):
 
 def test_average_pooled_units_shift_the_log_snr_by_k_ln4():
     """Keeping stage k in average-pooled units (D_k x / 2^k) instead of orthonormal ones leaves
-    the signal as it is but divides the noise by 2^k: SNR' = 4^k SNR(t) (DVDP.md section 4)."""
+    the signal as it is but divides the noise by 2^k: SNR' = 4^k SNR(t) (docs/dvdp.md section 4)."""
     import math
 
     import torch.nn.functional as F

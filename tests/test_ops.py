@@ -1,4 +1,4 @@
-"""Invariants of the orthonormal pooling operators and the DVDP decomposition (DVDP.md sections 1, 2, 9)."""
+"""Invariants of the orthonormal pooling operators and the DVDP decomposition (docs/dvdp.md sections 1, 2, 9)."""
 
 from __future__ import annotations
 

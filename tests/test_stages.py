@@ -6,7 +6,7 @@ import torch
 from dimdiff.process.schedules import CosineSchedule, LinearBetaSchedule
 from dimdiff.process.stages import Stages, Window
 
-DESIGN = dict(turning_points=(0.3, 0.6), window_widths=(0.2, 0.2))  # 32 -> 16 -> 8 (DVDP.md section 7)
+DESIGN = dict(turning_points=(0.3, 0.6), window_widths=(0.2, 0.2))  # 32 -> 16 -> 8 (docs/dvdp.md section 7)
 T = torch.linspace(0.0, 1.0, 2001, dtype=torch.float64)
 ATTENUATING = [w for w in Window if w is not Window.NONE]
 

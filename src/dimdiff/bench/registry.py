@@ -57,7 +57,8 @@ def _gaussian_methods(base: Config) -> list[BenchMethod]:
                           ("DDIM (full res.)", "DDPM ancestral (full res.)"))  # fmt: skip
 
 
-DVDP_DEFAULT_STAGES = {"turning_points": (0.3, 0.6), "window_widths": (0.2, 0.2)}  # 32 -> 16 -> 8 (DVDP.md 7)
+# 32 -> 16 -> 8 (docs/dvdp.md section 7)
+DVDP_DEFAULT_STAGES = {"turning_points": (0.3, 0.6), "window_widths": (0.2, 0.2)}
 
 
 def _dvdp_methods(base: Config) -> list[BenchMethod]:

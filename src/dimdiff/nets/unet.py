@@ -20,6 +20,11 @@ from dimdiff.nets.layers import (
     timestep_embedding,
 )
 
+# t in [0, 1] is fed to the sinusoidal embedding as t * 1000, the DDPM step index it stands for:
+# the embedding's frequencies (max period 10000) were chosen for integer steps 0..1000. Every
+# trained dimdiff model depends on this value; changing it invalidates all checkpoints.
+TIME_EMBEDDING_SCALE = 1000.0
+
 UNET_PRESETS: dict[str, dict] = {
     # About 1.0M parameters (982,681 for 1 channel): a CPU-sized net for tests and demos.
     "tiny": dict(
@@ -135,7 +140,7 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """x: (B, C, H, W); t: (B,) diffusion time in [0, 1]; class_labels: (B,) or None."""
         self._check_inputs(x, t, class_labels)
-        emb = self.time_embed(timestep_embedding(t * 1000, self.base_channels))  # (B, E)
+        emb = self.time_embed(timestep_embedding(t * TIME_EMBEDDING_SCALE, self.base_channels))  # (B, E)
         if self.class_embed is not None:
             emb = emb + self.class_embed(class_labels)  # (B, E)
         x = x.contiguous(memory_format=torch.channels_last)  # (B, C, H, W), NHWC in memory

@@ -1,4 +1,4 @@
-"""Orthonormal 2x2 pooling and the DVDP orthogonal decomposition (DVDP.md sections 1, 2, 9).
+"""Orthonormal 2x2 pooling and the DVDP orthogonal decomposition (docs/dvdp.md sections 1, 2, 9).
 
 For images x of shape (B, C, H, W) and s = 2^k:
 

@@ -1,4 +1,4 @@
-"""The Dimensionality-Varying Diffusion Process (DVDP.md): each orthogonal component of the
+"""The Dimensionality-Varying Diffusion Process (docs/dvdp.md): each orthogonal component of the
 image is attenuated at its own rate while noise is added, and dropped at its turning point.
 
 In stage k (tau_k < t <= tau_{k+1}, see `stages.py`) the state lives in reduced coordinates
@@ -6,14 +6,14 @@ z = D_k x at resolution H / 2^k, with components comp_i(z) = D_k c_{i+k}(x):
 
     z_t = sum_{j >= k} a_j(t) comp_{j-k}(z0) + sigma_t eps,   z0 = D_k x0,  a_j = alpha_t lambda_j(t)
 
-Reverse step s <- t (per component j, with r_j = a_j(t) / a_j(s), v_j = sigma_t^2 - r_j^2 sigma_s^2):
+Reverse step s <- t (per component j, with r_j = a_j(t) / a_j(s), var_st_j = sigma_t^2 - r_j^2 sigma_s^2):
     DDIM(eta)  comp_j(z_s) = a_j(s) comp_j(x0_hat) + sqrt(sigma_s^2 - eta^2 var_j) comp_j(eps_hat)
-                             + eta sqrt(var_j) comp_j(noise),  var_j = v_j sigma_s^2 / sigma_t^2
+                             + eta sqrt(var_j) comp_j(noise),  var_j = var_st_j sigma_s^2 / sigma_t^2
     eps_hat = (z_t - sum_j a_j(t) comp_j(x0_hat)) / sigma_t; eta = 1 is the exact posterior.
 Upward crossing at tau_k (stage k -> k-1): x = U z + s_c (n - U D n), n ~ N(0, I) at the
 finer resolution, s_c^2 = a_{k-1}(tau_k)^2 s_perp_k^2 + sigma_tau^2: D x = z exactly. With
 attenuation a_{k-1}(tau_k) = 0, so s_c = sigma_tau and the new complement is exactly the pure noise
-it is in q. Without attenuation (window ``none``: Subspace Diffusion, DVDP.md section 8) the
+it is in q. Without attenuation (window ``none``: Subspace Diffusion, docs/dvdp.md section 8) the
 complement still holds signal at tau_k, modelled as N(0, s_perp_k^2) per dimension
 (`estimate_complement_std`): an approximate crossing, optionally refined by Langevin steps
 (`samplers.corrector`) that use `score`.
@@ -88,7 +88,7 @@ class DimensionVaryingProcess:
 
     def loss_dim(self) -> int:
         """C * H * W of the clean data at every stage: a stage-k squared error in orthonormal coordinates
-        divided by it is the projected full-resolution error per pixel (Parseval; DVDP.md section 6)."""
+        divided by it is the projected full-resolution error per pixel (Parseval; docs/dvdp.md section 6)."""
         return math.prod(self.data_shape)
 
     def state_scale(self, t: float) -> float:
@@ -151,8 +151,8 @@ class DimensionVaryingProcess:
         return torch.randn(shape, generator=generator, device=x0.device, dtype=x0.dtype)
 
     def forward_transition(self, z_s: Tensor, s: float, t: float, noise: Tensor) -> Tensor:
-        """A draw of x_t ~ q(x_t | x_s) for s < t: per component c_j(x_t) = r_j c_j(x_s) + sqrt(v_j) c_j(n),
-        r_j = a_j(t) / a_j(s), v_j = sigma_t^2 - r_j^2 sigma_s^2, at the resolution of stage(s)
+        """A draw of x_t ~ q(x_t | x_s) for s < t: per component c_j(x_t) = r_j c_j(x_s) + sqrt(var_st_j) c_j(n),
+        r_j = a_j(t) / a_j(s), var_st_j = sigma_t^2 - r_j^2 sigma_s^2, at the resolution of stage(s)
         (``noise`` of that shape); the components dead at t are then dropped (pooled to stage(t))."""
         if s >= t:
             raise ValueError(f"forward_transition expects s < t, got s={s}, t={t}")
@@ -160,7 +160,8 @@ class DimensionVaryingProcess:
         sigma_s, sigma_t = self.schedule.sigma(torch.tensor(s, dtype=torch.float64)), self.schedule.sigma(t)
         pairs = zip(self.gains(t, k_s, z_s), self.gains(s, k_s, z_s), strict=True)
         coefficients = [step_coefficients(a_t, sigma_t, a_s, sigma_s) for a_t, a_s in pairs]
-        z_t = self._mix(k_s, [(z_s, [c["r"] for c in coefficients]), (noise, [c["v"].sqrt() for c in coefficients])])
+        gains, noise_scales = [c["r"] for c in coefficients], [c["var_st"].sqrt() for c in coefficients]
+        z_t = self._mix(k_s, [(z_s, gains), (noise, noise_scales)])
         return pool(z_t, k_t - k_s)
 
     def score(self, z_t: Tensor, x0_hat: Tensor, t: float) -> Tensor:

@@ -1,11 +1,11 @@
 """The Gaussian variance-preserving process of DDPM/DDIM (the baseline).
 
     q(x_t | x0)      = N(alpha_t x0, sigma_t^2 I)
-    q(x_t | x_s)     = N(r x_s, v I), s < t (``forward_transition``)
+    q(x_t | x_s)     = N(r x_s, var_st I), s < t (``forward_transition``)
     q(x_s | x_t, x0) = N(mean, var I), s < t, with r = alpha_t / alpha_s,
-                       v = sigma_t^2 - r^2 sigma_s^2 (= the s -> t transition variance),
-                       mean = (r sigma_s^2 / sigma_t^2) x_t + (alpha_s v / sigma_t^2) x0,
-                       var  = v sigma_s^2 / sigma_t^2
+                       var_st = sigma_t^2 - r^2 sigma_s^2 (= the s -> t transition variance),
+                       mean = (r sigma_s^2 / sigma_t^2) x_t + (alpha_s var_st / sigma_t^2) x0,
+                       var  = var_st sigma_s^2 / sigma_t^2
     DDIM(eta) step   x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z,
                        c^2 = eta^2 var;  eta = 1 is exactly the posterior above.
 """
@@ -72,14 +72,14 @@ class GaussianProcess:
         return torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
 
     def forward_transition(self, x_s: Tensor, s: float, t: float, noise: Tensor) -> Tensor:
-        """A draw of x_t ~ q(x_t | x_s) for s < t: x_t = r x_s + sqrt(v) noise, r = alpha_t / alpha_s,
-        v = sigma_t^2 - r^2 sigma_s^2 (``noise`` of the shape of x_s)."""
+        """A draw of x_t ~ q(x_t | x_s) for s < t: x_t = r x_s + sqrt(var_st) noise, r = alpha_t / alpha_s,
+        var_st = sigma_t^2 - r^2 sigma_s^2 (``noise`` of the shape of x_s)."""
         if s >= t:
             raise ValueError(f"forward_transition expects s < t, got s={s}, t={t}")
         alpha_s, sigma_s = self.alpha_sigma(s, x_s)
         alpha_t, sigma_t = self.alpha_sigma(t, x_s)
         c = step_coefficients(alpha_t, sigma_t, alpha_s, sigma_s)
-        return linear_combination([(x_s, c["r"]), (noise, c["v"].sqrt())])  # (B, C, H, W)
+        return linear_combination([(x_s, c["r"]), (noise, c["var_st"].sqrt())])  # (B, C, H, W)
 
     # ------------------------------------------------------------- parameterizations
     def x0_from_prediction(self, x_t: Tensor, prediction: Tensor, t: TimeLike, kind: Parameterization) -> Tensor:
@@ -131,7 +131,7 @@ class GaussianProcess:
         """Mean and (isotropic, per-sample) variance of q(x_s | x_t, x0)."""
         c = self._step_coefficients(t, s, x_t)
         k_t = c["r"] * c["sigma_s"] ** 2 / c["sigma_t"] ** 2
-        k_0 = c["alpha_s"] * c["v"] / c["sigma_t"] ** 2
+        k_0 = c["alpha_s"] * c["var_st"] / c["sigma_t"] ** 2
         mean = linear_combination([(x_t, k_t), (x0, k_0)])
         return mean, batch_coefficient(c["var"], x_t)
 
@@ -158,13 +158,13 @@ class GaussianProcess:
 
 def step_coefficients(alpha_t: Tensor, sigma_t: Tensor, alpha_s: Tensor, sigma_s: Tensor) -> dict[str, Tensor]:
     """Coefficients of a reverse step s <- t for a signal of gain alpha (float64):
-    r = alpha_t / alpha_s (0 where alpha_s = 0), v = sigma_t^2 - r^2 sigma_s^2,
-    var = v sigma_s^2 / sigma_t^2 (the posterior variance)."""
+    r = alpha_t / alpha_s (0 where alpha_s = 0), var_st = sigma_t^2 - r^2 sigma_s^2 (the s -> t transition
+    variance), var = var_st sigma_s^2 / sigma_t^2 (the posterior variance)."""
     r = torch.where(alpha_s > 0, alpha_t / torch.where(alpha_s > 0, alpha_s, 1.0), 0.0)
-    v = (sigma_t**2 - r**2 * sigma_s**2).clamp_min(0.0)
+    var_st = (sigma_t**2 - r**2 * sigma_s**2).clamp_min(0.0)
     return {
         "alpha_t": alpha_t, "sigma_t": sigma_t, "alpha_s": alpha_s, "sigma_s": sigma_s,
-        "r": r, "v": v, "var": v * sigma_s**2 / sigma_t**2,
+        "r": r, "var_st": var_st, "var": var_st * sigma_s**2 / sigma_t**2,
     }  # fmt: skip
 
 

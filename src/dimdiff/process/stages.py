@@ -1,4 +1,4 @@
-"""DVDP's attenuation windows, turning points and stages (DVDP.md sections 3, 4 and 7).
+"""DVDP's attenuation windows, turning points and stages (docs/dvdp.md sections 3, 4 and 7).
 
 Symbols:
     K                  number of levels dropped; components c_0 (finest) .. c_K (coarse image)
@@ -20,7 +20,7 @@ Windows (u = (t - start_j) / (tau_{j+1} - start_j) in [0, 1] inside the window):
     snr      lambda^2 = (SNR(t) - SNR(tau)) / (SNR(start) - SNR(tau)): the component's SNR
              lambda^2 SNR(t) falls from SNR(start) to exactly 0 at tau, smoothly in log-SNR
     none     lambda = 1 throughout, no widths: the turning points are plain switch times and the
-             dropped components still carry signal there (subspace diffusion, DVDP.md section 8)
+             dropped components still carry signal there (subspace diffusion, docs/dvdp.md section 8)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Langevin correction of the complement refilled at an upward crossing (DVDP.md section 8).
+"""Langevin correction of the complement refilled at an upward crossing (docs/dvdp.md section 8).
 
 Subspace diffusion crosses up approximately: the dropped component still holds signal at the
 switch time and is refilled with N(0, (alpha^2 s_perp^2 + sigma^2) I). A few Langevin steps on
