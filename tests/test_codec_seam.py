@@ -1,0 +1,111 @@
+"""The codec seam end to end: a codec that learns from the data is fitted before training, encodes every
+batch, is saved with each checkpoint and restored for sampling, which decodes. The identity pixel codec
+is the default; here a throwaway standardising codec stands in for a learned one (as a quantised
+patch codec will), plugged in through the `CODECS` table only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from torch import Tensor
+
+from dimdiff import checkpoint as ckpt
+from dimdiff.codecs import CODECS, CodecKind, PixelCodec
+from dimdiff.config import config_from_dict
+
+
+@dataclass(frozen=True)
+class Standardise:
+    """z = (x - mean_c) / std_c per channel, mean and std learned by ``fit``; latents at half resolution
+    (2x2 average pooling) so that the process really runs on another shape than the images."""
+
+    mean: Tensor | None = None
+    std: Tensor | None = None
+    fits: list = field(default_factory=list)  # the images each fit saw (for the test)
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.mean is None
+
+    def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        c, h, w = image_shape
+        return (c, h // 2, w // 2)
+
+    def encode(self, x: Tensor) -> Tensor:
+        assert self.mean is not None, "encode before fit"
+        z = torch.nn.functional.avg_pool2d(x, 2)
+        return (z - self.mean.reshape(1, -1, 1, 1)) / self.std.reshape(1, -1, 1, 1)
+
+    def decode(self, z: Tensor) -> Tensor:
+        x = z * self.std.reshape(1, -1, 1, 1) + self.mean.reshape(1, -1, 1, 1)
+        return torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest").clamp(-1, 1)
+
+    def fit(self, images: Sequence[Tensor] | Tensor) -> Standardise:
+        x = torch.stack(list(images)) if not isinstance(images, Tensor) else images
+        self.fits.append(len(x))
+        return Standardise(x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)), self.fits)
+
+    def state(self) -> dict[str, Tensor]:
+        return {"mean": self.mean, "std": self.std}
+
+    def load_state(self, state: dict[str, Tensor]) -> Standardise:
+        if set(state) != {"mean", "std"}:
+            raise ValueError(f"expected codec state with mean and std, got {sorted(state)}")
+        return Standardise(state["mean"], state["std"], self.fits)
+
+
+@pytest.fixture
+def standardising_codec(monkeypatch):
+    fits: list = []
+    monkeypatch.setitem(CODECS, CodecKind.PIXEL, lambda: Standardise(fits=fits))
+    return fits
+
+
+def _config(tmp_path, **process):
+    return config_from_dict({
+        "model": {"base_channels": 4, "channel_mult": [1, 2], "attention_resolutions": []},
+        "process": process,
+        "data": {"name": "digits", "resolution": 16},
+        "train": {"steps": 4, "batch_size": 4, "checkpoint_every": 2, "out_dir": str(tmp_path / "run"), "sample_n": 2},
+        "sample": {"steps": 3},
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize("process", [{}, {"kind": "subspace", "turning_points": [0.5], "window": "none"}],
+                         ids=["gaussian", "subspace"])  # fmt: skip
+def test_a_learning_codec_is_fitted_saved_restored_and_decoded(tmp_path, standardising_codec, process):
+    from dimdiff.generate import generate, load_model
+    from dimdiff.train.loop import train
+
+    result = train(_config(tmp_path, **process), progress=False)
+    assert standardising_codec == [1497]  # fitted once, on every training image, before training
+    saved = ckpt.load_codec_state(result.checkpoint)
+    assert set(saved) == {"mean", "std"} and saved["std"].min() > 0
+    model = load_model(result.checkpoint)
+    assert torch.equal(model.codec.mean, saved["mean"]) and model.process.data_shape == (1, 8, 8)  # latents
+    if process:  # subspace's s_perp is estimated on the latents the process runs on
+        assert len(model.info.config.process.complement_std) == 1
+    images = generate(model, 3, seed=0)
+    assert images.shape == (3, 1, 16, 16) and images.abs().max() <= 1.0  # decoded to image size
+    resumed = train(_config(tmp_path, **{**process}), resume="auto", progress=False)
+    assert resumed.step == 4 and standardising_codec == [1497]  # resume restores the codec, never refits
+
+
+def test_the_pixel_codec_is_the_identity_and_refuses_a_foreign_state():
+    codec, x = PixelCodec(), torch.randn(2, 3, 8, 8)
+    assert codec.encode(x) is x and codec.decode(x) is x and codec.latent_shape((3, 8, 8)) == (3, 8, 8)
+    assert not codec.needs_fit and codec.state() == {} and codec.fit(x) is codec
+    with pytest.raises(ValueError, match="expected no codec state for the pixel codec, got tensors"):
+        codec.load_state({"mean": torch.zeros(1)})
+
+
+def test_a_checkpoint_without_codec_state_loads_for_the_pixel_codec_and_none_is_written(tmp_path):
+    from dimdiff.generate import load_model
+    from dimdiff.train.loop import train
+
+    result = train(_config(tmp_path), progress=False)
+    assert not (result.checkpoint / ckpt.CODEC_FILE).exists() and ckpt.load_codec_state(result.checkpoint) == {}
+    assert isinstance(load_model(result.checkpoint).codec, PixelCodec)
