@@ -52,7 +52,7 @@ from dimdiff.process.base import DiffusionProcess
 from dimdiff.process.dimension_varying import DimensionVaryingProcess
 from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.parameterization import Parameterization
-from dimdiff.process.schedules import CosineSchedule, LinearBetaSchedule
+from dimdiff.process.schedules import CosineSchedule, LinearBetaSchedule, Schedule
 from dimdiff.process.stages import Stages, Window
 from dimdiff.process.timesteps import Spacing
 from dimdiff.samplers import ddim_sample, ddpm_sample
@@ -79,7 +79,16 @@ class Case(NamedTuple):
 
 
 TWO = Stages((0.3, 0.6), (0.2, 0.2), Window.COSINE)
+class SigmoidSchedule(Schedule):
+    """A throwaway schedule defined only here, log-SNR 6 - 12 t: it shows that a process variant joins the
+    whole contract suite by one line in PROCESS_CASES (alpha^2 = sigmoid(log-SNR))."""
+
+    def log_alpha2(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.logsigmoid(6.0 - 12.0 * t.to(torch.float64))
+
+
 PROCESS_CASES: list[Case] = [
+    Case("throwaway-sigmoid", lambda: GaussianProcess((1, 4, 4), SigmoidSchedule())),
     Case("gaussian-linear", lambda: GaussianProcess((1, 4, 4), LinearBetaSchedule())),
     Case("gaussian-cosine", lambda: GaussianProcess((1, 4, 4), CosineSchedule())),
     Case("dvdp-two-cosine", lambda: DimensionVaryingProcess((1, 8, 8), TWO)),
