@@ -8,6 +8,16 @@ import torch
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread: reductions then match numbers recorded with one thread, and
+    tiny tensors run as fast and far faster on a shared machine. Use with pytest.mark.usefixtures."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class GaussianData:
     """x0 ~ N(mu, Sigma) on images of shape (C, H, W); E[x0 | x_t] in closed form."""
 

@@ -23,13 +23,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "regression"
 CASES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The fixtures were made with one torch thread (reductions may differ with more)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread (conftest)
 
 
 def _config(case: str, out_dir: Path):
