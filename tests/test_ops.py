@@ -246,3 +246,9 @@ def test_linear_combination_skips_zero_and_unit_coefficients():
     torch.testing.assert_close(linear_combination([(x, w), (y, one)]), w.reshape(-1, 1, 1, 1) * x + y, atol=0, rtol=0)
     with pytest.raises(ValueError, match="at least one"):
         linear_combination([])
+
+
+def test_linear_combination_refuses_terms_of_different_shapes_instead_of_broadcasting():
+    w = torch.tensor(0.5, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"expected terms of one shape, got shapes \[\(2, 1, 4, 4\), \(2, 3, 4, 4\)\]"):
+        linear_combination([(torch.zeros(2, 3, 4, 4), w), (torch.zeros(2, 1, 4, 4), w)])

@@ -35,6 +35,9 @@ def linear_combination(terms: Sequence[Term]) -> Tensor:
     whose coefficient is exactly 1 is added without multiplying (both exact in floating point)."""
     if not terms:
         raise ValueError("expected at least one (tensor, coefficient) term, got none")
+    shapes = {tuple(x.shape) for x, _ in terms}
+    if len(shapes) > 1:  # never broadcast one batch against another of a different shape
+        raise ValueError(f"expected terms of one shape, got shapes {sorted(shapes)}")
     total: Tensor | None = None
     for x, w in terms:
         if is_zero(w):
