@@ -121,3 +121,15 @@ def test_settings_that_would_fail_late_are_refused_up_front(overrides, message):
     with pytest.raises(ConfigError) as info:
         config_from_dict(apply_overrides({}, overrides))
     assert message in str(info.value)
+
+
+def test_a_section_replaced_from_python_is_coerced_and_checked_like_a_config_file():
+    from dimdiff.config import SampleConfig, SamplerKind, replace_section
+    from dimdiff.generate import sample_config_with
+
+    sample = sample_config_with(SampleConfig(), sampler="ddpm", steps=7, eta=None)
+    assert sample.sampler is SamplerKind.DDPM and sample.steps == 7 and sample.eta == SampleConfig().eta
+    with pytest.raises(ConfigError, match="sample.sampler: expected one of ddpm, ddim, adaptive, got 'dpm'"):
+        replace_section(SampleConfig(), sampler="dpm")
+    with pytest.raises(ConfigError, match="unknown key 'sample.stepz'"):
+        replace_section(SampleConfig(), stepz=3)

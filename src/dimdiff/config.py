@@ -35,7 +35,7 @@ else:  # pragma: no cover
 __all__ = [
     "CodecConfig", "Config", "ConfigError", "DataConfig", "Device", "LossWeighting", "ModelConfig", "Precision",
     "ProcessConfig", "ProcessKind", "SampleConfig", "SamplerKind", "TrainConfig",
-    "apply_overrides", "config_from_dict", "config_to_dict", "load_config",
+    "apply_overrides", "config_from_dict", "config_to_dict", "load_config", "replace_section",
 ]  # fmt: skip
 
 
@@ -315,6 +315,14 @@ def _build_section(name: str, values: dict[str, Any]) -> Any:
             raise ConfigError(f"unknown key '{name}.{key}'; valid keys in [{name}]: {', '.join(valid)}")
         kwargs[key] = _coerce(f"{name}.{key}", hints[key], value)
     return cls(**kwargs)
+
+
+def replace_section(section: Any, **changes: Any) -> Any:
+    """A config section with ``changes`` applied, each value coerced and checked as in a config file
+    (``sampler="ddim"`` becomes SamplerKind.DDIM; a bad key or value is a ConfigError naming it)."""
+    name = next(n for n, cls in SECTIONS.items() if isinstance(section, cls))
+    current = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+    return _build_section(name, {**current, **changes})
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:

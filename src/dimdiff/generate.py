@@ -3,7 +3,6 @@ so training and sampling can never drift apart."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from tqdm import tqdm
 from dimdiff.build import build_codec, build_denoiser, build_head, build_net, build_process, sample_images
 from dimdiff.checkpoint import CheckpointInfo, load_codec_state, load_state_dict_strict, read_checkpoint_info
 from dimdiff.codecs import Codec
-from dimdiff.config import SampleConfig
+from dimdiff.config import SampleConfig, replace_section
 from dimdiff.images import save_grid, save_images, save_npz
 from dimdiff.nets.denoiser import Denoiser
 from dimdiff.process.base import DiffusionProcess
@@ -73,8 +72,8 @@ def batch_seed(seed: int, index: int) -> int:
 
 
 def sample_config_with(base: SampleConfig, **changes: Any) -> SampleConfig:
-    """``base`` with the non-None ``changes`` applied (and validated)."""
-    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+    """``base`` with the non-None ``changes`` applied, coerced and validated as config values."""
+    return replace_section(base, **{k: v for k, v in changes.items() if v is not None})
 
 
 def write_samples(
