@@ -47,7 +47,8 @@ class Denoiser(nn.Module):
 
     def net_output(self, x_t: Tensor, t: Tensor) -> Tensor:
         """The network's output for x_t (B, C, h, w) at times t (B,), in float32 and the state's units."""
-        scale = self.process.state_scale(float(t.reshape(-1)[0])) if self.pixel_units else 1.0
+        t0 = float(t.reshape(-1)[0])  # a batch holds one resolution level: its first time stands for all
+        scale = self.process.state_scale(t0) if self.pixel_units else 1.0
         x_in = x_t * (1.0 / scale) if scale != 1.0 else x_t
         if self.channels_last:
             x_in = x_in.contiguous(memory_format=torch.channels_last)
@@ -55,11 +56,11 @@ class Denoiser(nn.Module):
         with context:
             out = self.net(x_in, t.to(torch.float32))  # (B, C_out, h', w')
         out = out * scale if scale != 1.0 else out
-        self._check_output(out, x_t, t)
+        self._check_output(out, x_t, t0)
         return out.float()
 
-    def _check_output(self, out: Tensor, x_t: Tensor, t: Tensor) -> None:
-        target = self.process.target_shape_at(float(t.reshape(-1)[0]))
+    def _check_output(self, out: Tensor, x_t: Tensor, t0: float) -> None:
+        target = self.process.target_shape_at(t0)
         expected = (x_t.shape[0], *self.head.output_shape(target))
         if tuple(out.shape) != expected:
             raise ValueError(f"the network's output for a state of shape {tuple(x_t.shape)}: expected shape "
