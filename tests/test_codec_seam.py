@@ -1,10 +1,12 @@
 """The codec seam end to end: a codec that learns from the data is fitted before training, encodes every
 batch, is saved with each checkpoint and restored for sampling, which decodes. The identity pixel codec
 is the default; here a throwaway standardising codec stands in for a learned one (as a quantised
-patch codec will), plugged in through the `CODECS` table only."""
+patch codec will), registered as a new codec kind with an option of its own through the `CODECS` table
+only: the config file names it, the checkpoint's config.json round-trips it."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -13,15 +15,17 @@ import torch
 from torch import Tensor
 
 from dimdiff import checkpoint as ckpt
-from dimdiff.codecs import CODECS, CodecKind, PixelCodec
-from dimdiff.config import config_from_dict
+from dimdiff.codecs import CODECS, PixelCodec
+from dimdiff.config import ConfigError, config_from_dict
+from dimdiff.errors import check_option
 
 
 @dataclass(frozen=True)
 class Standardise:
-    """z = (x - mean_c) / std_c per channel, mean and std learned by ``fit``; latents at half resolution
-    (2x2 average pooling) so that the process really runs on another shape than the images."""
+    """z = (x - mean_c) / std_c per channel, mean and std learned by ``fit``; latents at 1/factor resolution
+    (average pooling) so that the process really runs on another shape than the images."""
 
+    factor: int = 2
     mean: Tensor | None = None
     std: Tensor | None = None
     fits: list = field(default_factory=list)  # the images each fit saw (for the test)
@@ -32,21 +36,21 @@ class Standardise:
 
     def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         c, h, w = image_shape
-        return (c, h // 2, w // 2)
+        return (c, h // self.factor, w // self.factor)
 
     def encode(self, x: Tensor) -> Tensor:
         assert self.mean is not None, "encode before fit"
-        z = torch.nn.functional.avg_pool2d(x, 2)
+        z = torch.nn.functional.avg_pool2d(x, self.factor)
         return (z - self.mean.reshape(1, -1, 1, 1)) / self.std.reshape(1, -1, 1, 1)
 
     def decode(self, z: Tensor) -> Tensor:
         x = z * self.std.reshape(1, -1, 1, 1) + self.mean.reshape(1, -1, 1, 1)
-        return torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest").clamp(-1, 1)
+        return torch.nn.functional.interpolate(x, scale_factor=float(self.factor), mode="nearest").clamp(-1, 1)
 
     def fit(self, images: Sequence[Tensor] | Tensor) -> Standardise:
         x = torch.stack(list(images)) if not isinstance(images, Tensor) else images
         self.fits.append(len(x))
-        return Standardise(x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)), self.fits)
+        return Standardise(self.factor, x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)), self.fits)
 
     def state(self) -> dict[str, Tensor]:
         return {"mean": self.mean, "std": self.std}
@@ -54,20 +58,39 @@ class Standardise:
     def load_state(self, state: dict[str, Tensor]) -> Standardise:
         if set(state) != {"mean", "std"}:
             raise ValueError(f"expected codec state with mean and std, got {sorted(state)}")
-        return Standardise(state["mean"], state["std"], self.fits)
+        return Standardise(self.factor, state["mean"], state["std"], self.fits)
+
+
+class SeamCodecKind(str, enum.Enum):
+    STANDARDISE = "standardise"
+
+
+FITS: list = []  # the images each fit saw, over a test
+
+
+@dataclass(frozen=True)
+class StandardiseOptions:
+    factor: int = 2  # codec.factor: latents at 1/factor of the image resolution
+
+    def __post_init__(self) -> None:
+        check_option(self.factor in (1, 2, 4), "codec.factor", "1, 2 or 4", self.factor)
+
+    def build(self) -> Standardise:
+        return Standardise(self.factor, fits=FITS)
 
 
 @pytest.fixture
 def standardising_codec(monkeypatch):
-    fits: list = []
-    monkeypatch.setitem(CODECS, CodecKind.PIXEL, lambda: Standardise(fits=fits))
-    return fits
+    FITS.clear()
+    monkeypatch.setitem(CODECS, SeamCodecKind.STANDARDISE, StandardiseOptions)
+    return FITS
 
 
-def _config(tmp_path, **process):
+def _config(tmp_path, codec=None, **process):
     return config_from_dict({
         "model": {"base_channels": 4, "channel_mult": [1, 2], "attention_resolutions": []},
         "process": process,
+        "codec": codec or {"kind": "standardise", "factor": 2},
         "data": {"name": "digits", "resolution": 16},
         "train": {"steps": 4, "batch_size": 4, "checkpoint_every": 2, "out_dir": str(tmp_path / "run"), "sample_n": 2},
         "sample": {"steps": 3},
@@ -86,8 +109,9 @@ def test_a_learning_codec_is_fitted_saved_restored_and_decoded(tmp_path, standar
     assert set(saved) == {"mean", "std"} and saved["std"].min() > 0
     model = load_model(result.checkpoint)
     assert torch.equal(model.codec.mean, saved["mean"]) and model.process.data_shape == (1, 8, 8)  # latents
+    assert model.info.config.codec.options == StandardiseOptions(2)  # config.json names the kind and its option
     if process:  # subspace's s_perp is estimated on the latents the process runs on
-        assert len(model.info.config.process.complement_std) == 1
+        assert len(model.info.config.process.options.complement_std) == 1
     images = generate(model, 3, seed=0)
     assert images.shape == (3, 1, 16, 16) and images.abs().max() <= 1.0  # decoded to image size
     resumed = train(_config(tmp_path, **{**process}), resume="auto", progress=False)
@@ -102,10 +126,20 @@ def test_the_pixel_codec_is_the_identity_and_refuses_a_foreign_state():
         codec.load_state({"mean": torch.zeros(1)})
 
 
+def test_a_registered_codec_kind_is_named_in_errors_and_checks_its_own_options(standardising_codec):
+    with pytest.raises(ConfigError, match="codec.factor: expected 1, 2 or 4, got 3"):
+        config_from_dict({"codec": {"kind": "standardise", "factor": 3}})
+    with pytest.raises(ConfigError, match="unknown key 'codec.factor' for codec.kind = pixel; valid keys in "
+                                          r"\[codec\]: kind$"):  # fmt: skip
+        config_from_dict({"codec": {"kind": "pixel", "factor": 2}})
+    with pytest.raises(ConfigError, match="codec.kind: expected one of pixel, standardise, got 'vq'"):
+        config_from_dict({"codec": {"kind": "vq"}})
+
+
 def test_a_checkpoint_without_codec_state_loads_for_the_pixel_codec_and_none_is_written(tmp_path):
     from dimdiff.generate import load_model
     from dimdiff.train.loop import train
 
-    result = train(_config(tmp_path), progress=False)
+    result = train(_config(tmp_path, codec={"kind": "pixel"}), progress=False)
     assert not (result.checkpoint / ckpt.CODEC_FILE).exists() and ckpt.load_codec_state(result.checkpoint) == {}
     assert isinstance(load_model(result.checkpoint).codec, PixelCodec)

@@ -6,7 +6,8 @@ from conftest import GaussianData, empirical_moments
 from test_dimension_varying import dvdp_oracle
 
 from dimdiff.ops.pool import pool
-from dimdiff.process.dimension_varying import DimensionVaryingProcess, estimate_complement_std
+from dimdiff.process.dimension_varying import DimensionVaryingProcess
+from dimdiff.process.dvdp_options import estimate_complement_std
 from dimdiff.process.stages import Stages, Window
 from dimdiff.samplers import ddim_sample, ddpm_sample
 from dimdiff.samplers.corrector import ComplementLangevin, CorrectedProcess

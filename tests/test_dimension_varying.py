@@ -307,7 +307,7 @@ def test_average_pooled_units_shift_the_log_snr_by_k_ln4():
 # --------------------------------------------------------------------- subspace special case
 def test_complement_std_is_estimated_per_dropped_component():
     """Images sum_j s_j c_j(n) of white noise n have rms s_j per dimension in component j."""
-    from dimdiff.process.dimension_varying import estimate_complement_std
+    from dimdiff.process.dvdp_options import estimate_complement_std
 
     noise = torch.randn(4000, 1, 8, 8, generator=g(0), dtype=torch.float64)
     images = sum(s * c for s, c in zip((0.1, 0.3, 1.0), components(noise, 2), strict=True))

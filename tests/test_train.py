@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from dimdiff import checkpoint as ckpt
-from dimdiff.config import ProcessKind, config_from_dict
-from dimdiff.process.stages import Window
+from dimdiff.config import ProcessKind, config_from_dict, replace_section
 from dimdiff.train.loop import TrainingError, train
 
 TINY = {
@@ -189,7 +188,7 @@ def test_dvdp_trains_resumes_exactly_and_samples_at_full_resolution(tmp_path):
 VARIANTS = {
     "stage-embedding": ({"stage_embedding": True}, {}),
     "per-stage-nets": ({"per_stage_nets": True}, {}),
-    "subspace": ({}, {"kind": ProcessKind.SUBSPACE, "window_widths": (), "window": Window.NONE}),
+    "subspace": ({}, {"kind": ProcessKind.SUBSPACE, "turning_points": (0.3, 0.6)}),
     "orthonormal-units": ({"pixel_units": False}, {}),
 }
 
@@ -209,7 +208,7 @@ def test_staged_variants_train_resume_exactly_and_sample(tmp_path, variant):
     def config(where, **train_overrides):
         base = _dvdp(where, **train_overrides)
         return dataclasses.replace(base, model=dataclasses.replace(base.model, **model_keys),
-                                   process=dataclasses.replace(base.process, **process_keys))  # fmt: skip
+                                   process=replace_section(base.process, **process_keys))  # fmt: skip
 
     whole = train(config(tmp_path / "a", steps=6, checkpoint_every=3), progress=False)
     train(config(tmp_path / "b", steps=3, checkpoint_every=3), progress=False)
@@ -221,7 +220,7 @@ def test_staged_variants_train_resume_exactly_and_sample(tmp_path, variant):
     if variant == "per-stage-nets":
         assert len(model.denoiser.net.nets) == 3
     if variant == "subspace":
-        std = model.info.config.process.complement_std
+        std = model.info.config.process.options.complement_std
         assert len(std) == 2 and 0 < std[0] < 1 and model.process.complement_std == std
     images = generate(model, 2, seed=0)
     assert images.shape == (2, 1, 16, 16) and images.abs().max() <= 1.0 + 1e-6  # components recombined in fp32
@@ -239,7 +238,7 @@ def test_subspace_samples_with_the_langevin_corrector(tmp_path):
     from dimdiff.generate import generate, load_model
 
     base = _dvdp(tmp_path, steps=2, checkpoint_every=2)
-    process = dataclasses.replace(base.process, kind=ProcessKind.SUBSPACE, window_widths=(), window=Window.NONE)
+    process = replace_section(base.process, kind=ProcessKind.SUBSPACE, turning_points=(0.3, 0.6))
     result = train(dataclasses.replace(base, process=process), progress=False)
     model = load_model(result.checkpoint)
     calls = []
@@ -255,7 +254,7 @@ def test_resuming_another_kind_of_run_as_subspace_names_the_differences(tmp_path
 
     base = _dvdp(tmp_path, steps=2, checkpoint_every=2)
     train(base, progress=False)
-    process = dataclasses.replace(base.process, kind=ProcessKind.SUBSPACE, window_widths=(), window=Window.NONE)
+    process = replace_section(base.process, kind=ProcessKind.SUBSPACE, turning_points=(0.3, 0.6))
     with pytest.raises(ckpt.CheckpointError, match="made with another setup") as info:
         train(dataclasses.replace(base, process=process), resume="auto", progress=False)
     assert "process.kind: checkpoint 'dvdp', config 'subspace'" in str(info.value)

@@ -1,48 +1,45 @@
 """Build the objects a configuration names: codec, process, network, denoiser, sampler call.
 
-The one place where configuration choices (enums) become objects, by plain ``if`` on the enum:
-no class is ever looked up by a string.
+The one place where configuration choices become objects: a process or codec kind's options build it
+(rows of `process.kinds.PROCESSES` and `codecs.CODECS`), a sampler is a row of `SAMPLERS`; every table is
+keyed by an enum, no class is ever looked up by a string.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from dimdiff.codecs import CODECS, Codec, PixelCodec
+from dimdiff.codecs import Codec, PixelCodec
 from dimdiff.config import (
     CodecConfig,
     Config,
     ConfigError,
     ModelConfig,
     ProcessConfig,
-    ProcessKind,
     SampleConfig,
     SamplerKind,
 )
-from dimdiff.data import DatasetName, ImageDataset, load_dataset
+from dimdiff.data import DatasetName
 from dimdiff.heads import Head, RegressionHead
 from dimdiff.nets.denoiser import Denoiser
 from dimdiff.nets.staged import StagedNet
 from dimdiff.nets.unet import UNet
 from dimdiff.process.base import DiffusionProcess
-from dimdiff.process.dimension_varying import DimensionVaryingProcess, estimate_complement_std
-from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.schedules import make_schedule
 from dimdiff.samplers import adaptive_sample, ddim_sample, ddpm_sample
 from dimdiff.samplers.corrector import ComplementLangevin, CorrectedProcess
 from dimdiff.samplers.ddim import Callback
 
 __all__ = [
-    "build_codec", "build_process", "build_head", "build_net", "build_denoiser", "run_sampler", "sample_images",
-    "data_channels", "data_shape",
-    "with_complement_std", "needs_complement_std", "training_data", "fit_to_data", "needs_data",
+    "SAMPLERS", "build_codec", "build_process", "build_head", "build_net", "build_denoiser", "run_sampler",
+    "sample_images", "data_channels", "data_shape", "fit_process", "fit_to_data", "needs_data",
 ]  # fmt: skip
 
-COMPLEMENT_STD_IMAGES = 5000  # training images that s_perp is estimated from (evenly spaced)
+FIT_IMAGES = 5000  # training images (evenly spaced) that process options estimate their statistics from
 
 
 def data_channels(config: Config) -> int:
@@ -57,22 +54,13 @@ def data_shape(config: Config, channels: int) -> tuple[int, int, int]:
 
 def build_codec(config: CodecConfig, state: dict[str, Tensor] | None = None) -> Codec:
     """The configured codec, with a saved state (a checkpoint's codec.safetensors) restored if given."""
-    codec = CODECS[config.kind]()
+    codec = config.options.build()
     return codec.load_state(state) if state is not None else codec
 
 
 def build_process(config: ProcessConfig, shape: tuple[int, int, int]) -> DiffusionProcess:
-    """The configured process for clean data of ``shape``. Subspace diffusion without process.complement_std
-    builds (training estimates s_perp from the data), but refuses to cross a switch time until it has them."""
-    if config.kind is ProcessKind.GAUSSIAN:
-        return GaussianProcess(shape, make_schedule(config.schedule), config.num_steps)
-    if config.kind in (ProcessKind.DVDP, ProcessKind.SUBSPACE):
-        try:
-            return DimensionVaryingProcess(shape, config.stages(), make_schedule(config.schedule), config.num_steps,
-                                           complement_std=tuple(config.complement_std))  # fmt: skip
-        except ValueError as exc:
-            raise ConfigError(f"process.turning_points: {exc}") from None
-    raise ValueError(f"expected a process kind in {[k.value for k in ProcessKind]}, got {config.kind!r}")
+    """The configured process for clean data (latents) of ``shape``, built by the kind's options."""
+    return config.options.build(shape, make_schedule(config.schedule), config.num_steps)
 
 
 def attention_levels(config: ModelConfig, resolution: int) -> tuple[int, ...]:
@@ -87,44 +75,30 @@ def attention_levels(config: ModelConfig, resolution: int) -> tuple[int, ...]:
     return tuple(sorted(sizes[r] for r in config.attention_resolutions))
 
 
-def training_data(config: Config) -> ImageDataset:
-    """The configured training images."""
-    data = config.data
-    return load_dataset(data.name, path=data.path, resolution=data.resolution, channels=data.channels,
-                        seed=config.train.seed, num_patches=data.num_patches,
-                        skip_bad_files=data.skip_bad_files)  # fmt: skip
-
-
-def needs_complement_std(config: Config) -> bool:
-    """Whether the process still has to estimate s_perp from the data (subspace without it)."""
-    return config.process.kind is ProcessKind.SUBSPACE and not config.process.complement_std
-
-
 def needs_data(config: Config) -> bool:
     """Whether building the configured model needs the training images (a codec or process fitted to them)."""
-    return build_codec(config.codec).needs_fit or needs_complement_std(config)
+    return build_codec(config.codec).needs_fit or config.process.options.needs_fit
 
 
 def fit_to_data(config: Config, images: Sequence[Tensor]) -> tuple[Config, Codec]:
-    """The codec fitted to ``images`` where it learns, and ``config`` with what the process estimates from
-    their latents (subspace: process.complement_std)."""
+    """The codec fitted to ``images`` where it learns, and ``config`` with what the process options
+    estimate from their latents (subspace: process.complement_std)."""
     codec = build_codec(config.codec)
     codec = codec.fit(images) if codec.needs_fit else codec
-    return with_complement_std(config, images, codec), codec
+    return fit_process(config, images, codec), codec
 
 
-def with_complement_std(config: Config, images: Sequence[Tensor], codec: Codec | None = None) -> Config:
-    """``config`` with process.complement_std estimated from ``images`` (encoded by ``codec``: the process
-    runs on latents) where subspace needs it and none is given (else unchanged): at most
-    COMPLEMENT_STD_IMAGES evenly spaced images."""
-    process = config.process
-    if not needs_complement_std(config):
+def fit_process(config: Config, images: Sequence[Tensor], codec: Codec | None = None) -> Config:
+    """``config`` with what the process options still estimate from the training data filled in (else
+    unchanged), from at most FIT_IMAGES evenly spaced ``images``, encoded by ``codec``: the process runs
+    on latents."""
+    options = config.process.options
+    if not options.needs_fit:
         return config
-    step = max(1, len(images) // COMPLEMENT_STD_IMAGES)
+    step = max(1, len(images) // FIT_IMAGES)
     encode = codec.encode if codec is not None else PixelCodec().encode
-    picked = encode(torch.stack([images[i] for i in range(0, len(images), step)][:COMPLEMENT_STD_IMAGES]))
-    std = estimate_complement_std(picked, len(process.turning_points))
-    return dataclasses.replace(config, process=dataclasses.replace(process, complement_std=std))
+    latents = encode(torch.stack([images[i] for i in range(0, len(images), step)][:FIT_IMAGES]))
+    return dataclasses.replace(config, process=dataclasses.replace(config.process, options=options.fit(latents)))
 
 
 def _unet(config: ModelConfig, in_channels: int, out_channels: int, resolution: int, num_classes: int = 0) -> UNet:
@@ -158,7 +132,7 @@ def build_net(config: ModelConfig, process: DiffusionProcess, head: Head) -> nn.
     if len(shapes) == 1:
         if config.stage_embedding or config.per_stage_nets:
             raise ConfigError("model.stage_embedding / model.per_stage_nets: expected a process whose state changes "
-                              "resolution (dvdp or subspace), got one level")  # fmt: skip
+                              "resolution, got one that keeps one resolution")  # fmt: skip
         return _unet(config, channels, out_channels, resolution)
     if config.per_stage_nets:
         nets = [_unet(config, channels, out_channels, resolution) for _ in shapes]
@@ -172,6 +146,39 @@ def build_denoiser(config: Config, net: nn.Module, process: DiffusionProcess, *,
     return Denoiser(net, process, build_head(config), clip_x0=config.sample.clip_x0,
                     channels_last=config.train.channels_last, pixel_units=config.model.pixel_units,
                     autocast=autocast)  # fmt: skip
+
+
+def _grid(config: SampleConfig, process: DiffusionProcess) -> Tensor:
+    if config.steps > process.num_steps:
+        raise ConfigError(f"sample.steps: expected at most process.num_steps = {process.num_steps}, got {config.steps}")
+    return process.timesteps(config.steps, config.spacing)
+
+
+def _ddpm(config: SampleConfig, denoiser: nn.Module, process: DiffusionProcess, x_T: Tensor,
+          generator: torch.Generator | None, callback: Callback | None) -> Tensor:  # fmt: skip
+    return ddpm_sample(denoiser, process, x_T, _grid(config, process), generator=generator, callback=callback)
+
+
+def _ddim(config: SampleConfig, denoiser: nn.Module, process: DiffusionProcess, x_T: Tensor,
+          generator: torch.Generator | None, callback: Callback | None) -> Tensor:  # fmt: skip
+    return ddim_sample(denoiser, process, x_T, _grid(config, process), eta=config.eta, generator=generator,
+                       callback=callback)  # fmt: skip
+
+
+def _adaptive(config: SampleConfig, denoiser: nn.Module, process: DiffusionProcess, x_T: Tensor,
+              generator: torch.Generator | None, callback: Callback | None) -> Tensor:  # fmt: skip
+    bounds = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    return adaptive_sample(denoiser, process, x_T, bounds, base_step=config.base_step,
+                           min_step=config.min_step, max_step=config.max_step, eta=config.eta,
+                           generator=generator, callback=callback)  # fmt: skip
+
+
+# (sample config, denoiser, process, x_T, generator, callback) -> samples; one row per SamplerKind
+SAMPLERS: dict[SamplerKind, Callable[..., Tensor]] = {
+    SamplerKind.DDPM: _ddpm,
+    SamplerKind.DDIM: _ddim,
+    SamplerKind.ADAPTIVE: _adaptive,
+}
 
 
 def run_sampler(
@@ -188,20 +195,7 @@ def run_sampler(
     x_T = process.prior_sample(n, generator=generator, device=device)
     if config.corrector_steps > 0:
         process = _corrected(config, process, denoiser)
-    if config.sampler is SamplerKind.ADAPTIVE:
-        bounds = torch.tensor([1.0, 0.0], dtype=torch.float64)
-        return adaptive_sample(
-            denoiser, process, x_T, bounds, base_step=config.base_step, min_step=config.min_step,
-            max_step=config.max_step, eta=config.eta, generator=generator, callback=callback,
-        )  # fmt: skip
-    if config.steps > process.num_steps:
-        raise ConfigError(f"sample.steps: expected at most process.num_steps = {process.num_steps}, got {config.steps}")
-    ts = process.timesteps(config.steps, config.spacing)
-    if config.sampler is SamplerKind.DDPM:
-        return ddpm_sample(denoiser, process, x_T, ts, generator=generator, callback=callback)
-    if config.sampler is SamplerKind.DDIM:
-        return ddim_sample(denoiser, process, x_T, ts, eta=config.eta, generator=generator, callback=callback)
-    raise ValueError(f"expected a sampler in {[k.value for k in SamplerKind]}, got {config.sampler!r}")
+    return SAMPLERS[config.sampler](config, denoiser, process, x_T, generator, callback)
 
 
 @torch.no_grad()

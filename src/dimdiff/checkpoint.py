@@ -192,11 +192,13 @@ def load_training_state(path: Path) -> dict[str, Any]:
 def check_compatible(saved: Config, asked: Config, path: Path) -> None:
     """Refuse to resume a run whose model, process or data differ from the configuration."""
     saved_d, asked_d = config_to_dict(saved), config_to_dict(asked)
+    unset = "(none)"  # a key of one kind's options that the other kind has not
     diffs = [
-        f"{section}.{key}: checkpoint {saved_d[section][key]!r}, config {asked_d[section][key]!r}"
+        f"{section}.{key}: checkpoint {saved_d[section].get(key, unset)!r}, config {asked_d[section].get(key, unset)!r}"
         for section in ("model", "process", "codec", "data")
-        for key in saved_d[section]
-        if saved_d[section][key] != asked_d[section][key] and key not in ("num_workers", "path", "skip_bad_files")
+        for key in {**saved_d[section], **asked_d[section]}
+        if saved_d[section].get(key, unset) != asked_d[section].get(key, unset)
+        and key not in ("num_workers", "path", "skip_bad_files")
     ]
     if diffs:
         raise CheckpointError(f"cannot resume from {path}: it was made with another setup:\n  " + "\n  ".join(diffs))

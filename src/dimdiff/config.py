@@ -15,16 +15,18 @@ import json
 import sys
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dimdiff.codecs import CodecKind
+from dimdiff.codecs import CODECS, CodecKind, CodecOptions, codec_kind
 from dimdiff.data import DatasetName
+from dimdiff.errors import ConfigError, check_option
 from dimdiff.heads.regression import LossWeighting
+from dimdiff.process.kinds import PROCESSES, ProcessKind, ProcessOptions, process_kind
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.schedules import ScheduleName
-from dimdiff.process.stages import Stages, Window
 from dimdiff.process.timesteps import Spacing
 
 if sys.version_info >= (3, 11):
@@ -37,16 +39,6 @@ __all__ = [
     "ProcessConfig", "ProcessKind", "SampleConfig", "SamplerKind", "TrainConfig",
     "apply_overrides", "config_from_dict", "config_to_dict", "load_config", "replace_section",
 ]  # fmt: skip
-
-
-class ConfigError(ValueError):
-    """A configuration file, key or value that cannot be used."""
-
-
-class ProcessKind(str, enum.Enum):
-    GAUSSIAN = "gaussian"  # DDPM/DDIM variance-preserving baseline
-    DVDP = "dvdp"  # dimensionality-varying diffusion: attenuate and drop detail components
-    SUBSPACE = "subspace"  # subspace diffusion: drop detail components unattenuated (approximate crossing)
 
 
 class Precision(str, enum.Enum):
@@ -95,54 +87,35 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ProcessConfig:
-    kind: ProcessKind = ProcessKind.GAUSSIAN  # which forward process
+    kind: ProcessKind = ProcessKind.GAUSSIAN  # which forward process (a row of process.kinds.PROCESSES)
     schedule: ScheduleName = ScheduleName.LINEAR  # noise schedule
     num_steps: int = 1000  # T, the discrete steps sampler grids refer to
     parameterization: Parameterization = Parameterization.EPS  # what the network predicts
-    turning_points: tuple[float, ...] = ()  # dvdp: tau_1 < ... < tau_K; the resolution halves at each
-    window_widths: tuple[float, ...] = ()  # dvdp: attenuation window of component j ends at tau_{j+1}
-    window: Window = Window.COSINE  # dvdp: shape of the attenuation (linear, cosine, snr); subspace: none
-    # subspace: s_perp, rms per dimension of each dropped component of the data (one per turning
-    # point), for data in [-1, 1] in orthonormal pooled coordinates (twice a value for [0, 1] pixels);
-    # [] = estimated from the training data when training starts (and saved with the checkpoint)
-    complement_std: tuple[float, ...] = ()
+    # the kind's own options (e.g. dvdp: turning_points, window_widths, window), written flat in [process];
+    # None = the kind's defaults
+    options: ProcessOptions | None = None
 
     def __post_init__(self) -> None:
         _check(self.num_steps >= 1, "process.num_steps", "an integer >= 1", self.num_steps)
-        if self.kind is ProcessKind.GAUSSIAN:
-            _check(not self.turning_points and not self.window_widths, "process.turning_points",
-                   "none for the gaussian process (use process.kind = dvdp)", list(self.turning_points))  # fmt: skip
-        if self.kind is ProcessKind.DVDP:
-            _check(self.window is not Window.NONE, "process.window", "an attenuation window (linear, cosine or snr); "
-                   "without attenuation use process.kind = subspace", self.window.value)  # fmt: skip
-        if self.kind is ProcessKind.SUBSPACE:
-            _check(self.window is Window.NONE, "process.window", "none for subspace (no attenuation)",
-                   self.window.value)  # fmt: skip
-            _check(not self.window_widths, "process.window_widths", "none for subspace (no attenuation)",
-                   list(self.window_widths))  # fmt: skip
-            _check(bool(self.turning_points), "process.turning_points", "at least one switch time for subspace",
-                   list(self.turning_points))  # fmt: skip
-        else:
-            _check(not self.complement_std, "process.complement_std", "none except for process.kind = subspace",
-                   list(self.complement_std))  # fmt: skip
-        if self.complement_std:
-            _check(len(self.complement_std) == len(self.turning_points) and min(self.complement_std) >= 0,
-                   "process.complement_std", f"{len(self.turning_points)} values >= 0 (one per turning point)",
-                   list(self.complement_std))  # fmt: skip
-        if self.kind is not ProcessKind.GAUSSIAN:
-            try:
-                self.stages()
-            except ValueError as exc:
-                raise ConfigError(f"process.turning_points / process.window_widths: {exc}") from None
-
-    def stages(self) -> Stages:
-        """The turning points and attenuation windows (one stage for the gaussian process)."""
-        return Stages(tuple(self.turning_points), tuple(self.window_widths), self.window)
+        _fill_options(self, PROCESSES[process_kind(self.kind)], "process")
 
 
 @dataclass(frozen=True)
 class CodecConfig:
     kind: CodecKind = CodecKind.PIXEL  # images -> the space the process runs on (pixel: the images themselves)
+    options: CodecOptions | None = None  # the kind's own options, written flat in [codec]; None = its defaults
+
+    def __post_init__(self) -> None:
+        _fill_options(self, CODECS[codec_kind(self.kind)], "codec")
+
+
+def _fill_options(section: Any, cls: type, name: str) -> None:
+    """Give ``section`` its kind's default options, or refuse options of another kind."""
+    if section.options is None:
+        object.__setattr__(section, "options", cls())
+    elif not isinstance(section.options, cls):
+        raise ConfigError(f"{name}.options: expected {cls.__name__} for {name}.kind = {section.kind.value}, "
+                          f"got {type(section.options).__name__}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -236,12 +209,13 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.sample.steps <= self.process.num_steps, "sample.steps",
                f"at most process.num_steps = {self.process.num_steps}", self.sample.steps)  # fmt: skip
-        staged = self.process.kind is not ProcessKind.GAUSSIAN
+        staged = self.process.options.num_levels() > 1  # the state changes resolution
+        one_level = f"for this process (process.kind = {self.process.kind.value}: its state keeps one resolution)"
         for key, on in (("model.stage_embedding", self.model.stage_embedding),
                         ("model.per_stage_nets", self.model.per_stage_nets)):  # fmt: skip
-            _check(staged or not on, key, "false for the gaussian process (it has one stage)", on)
+            _check(staged or not on, key, f"false {one_level}", on)
         _check(staged or self.sample.corrector_steps == 0, "sample.corrector_steps",
-               "0 for the gaussian process (it never crosses up)", self.sample.corrector_steps)  # fmt: skip
+               f"0 {one_level}", self.sample.corrector_steps)  # fmt: skip
 
 
 SECTIONS: dict[str, type] = {
@@ -250,9 +224,7 @@ SECTIONS: dict[str, type] = {
 }  # fmt: skip
 
 
-def _check(ok: bool, key: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: expected {expected}, got {got!r}")
+_check = check_option
 
 
 # ------------------------------------------------------------------------ value coercion
@@ -305,23 +277,77 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     raise ConfigError(f"{key}: unsupported field type {hint!r}")  # pragma: no cover
 
 
+# Sections whose `kind` picks a row of a registry: the row's options class holds the kind's own keys,
+# written flat in the section beside the section's common keys.
+KIND_TABLES: dict[str, tuple[Mapping[Any, type], Callable[[Any], enum.Enum]]] = {
+    "process": (PROCESSES, process_kind), "codec": (CODECS, codec_kind),
+}  # fmt: skip
+
+# Keys that every kind's [process] had before each kind got options of its own, with the value that meant
+# "unused": dropped where the kind has no such key. A section holding all of them is a config.json of that
+# time (which checked that a kind never used the others): there the keys the kind lacks are dropped as they are.
+LEGACY_UNUSED: dict[str, dict[str, Any]] = {
+    "process": {"turning_points": [], "window_widths": [], "complement_std": [], "window": "none"},
+}
+
+
+def _plain(v: Any) -> Any:
+    """A JSON-able value: enums as their values, tuples as lists."""
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _names(cls: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _build_dataclass(cls: type, name: str, values: dict[str, Any], valid: list[str], context: str = "",
+                     **ready: Any) -> Any:  # fmt: skip
+    """``cls`` from ``values`` coerced to its field types; ``ready``: fields given as they are."""
+    hints = typing.get_type_hints(cls)
+    for key in values:
+        if key not in valid:
+            raise ConfigError(f"unknown key '{name}.{key}'{context}; valid keys in [{name}]: {', '.join(valid)}")
+    return cls(**{k: _coerce(f"{name}.{k}", hints[k], v) for k, v in values.items() if k in hints}, **ready)
+
+
 def _build_section(name: str, values: dict[str, Any]) -> Any:
     cls = SECTIONS[name]
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in hints:
-            raise ConfigError(f"unknown key '{name}.{key}'; valid keys in [{name}]: {', '.join(valid)}")
-        kwargs[key] = _coerce(f"{name}.{key}", hints[key], value)
-    return cls(**kwargs)
+    if name not in KIND_TABLES:
+        return _build_dataclass(cls, name, values, _names(cls))
+    table, lookup = KIND_TABLES[name]
+    kind = lookup(values.get("kind", next(f.default for f in dataclasses.fields(cls) if f.name == "kind")))
+    common = [k for k in _names(cls) if k not in ("kind", "options")]
+    own = _names(table[kind])
+    legacy = LEGACY_UNUSED.get(name, {})
+    old_file = bool(legacy) and set(legacy) <= set(values)
+    values = {k: v for k, v in values.items()
+              if k in own or k not in legacy or not (old_file or _plain(v) == legacy[k])}  # fmt: skip
+    valid, context = ["kind", *common, *own], f" for {name}.kind = {kind.value}"
+    options = _build_dataclass(table[kind], name, {k: v for k, v in values.items() if k not in ("kind", *common)},
+                               valid, context)  # fmt: skip
+    return _build_dataclass(cls, name, {k: v for k, v in values.items() if k in common}, valid, context,
+                            kind=kind, options=options)  # fmt: skip
+
+
+def _section_values(section: Any) -> dict[str, Any]:
+    """A section's keys as a config file writes them (a kind's options flat beside the common keys)."""
+    values = {k: getattr(section, k) for k in _names(section) if k != "options"}
+    options = getattr(section, "options", None)
+    return values | ({k: getattr(options, k) for k in _names(options)} if options is not None else {})
 
 
 def replace_section(section: Any, **changes: Any) -> Any:
     """A config section with ``changes`` applied, each value coerced and checked as in a config file
-    (``sampler="ddim"`` becomes SamplerKind.DDIM; a bad key or value is a ConfigError naming it)."""
+    (``sampler="ddim"`` becomes SamplerKind.DDIM; a bad key or value is a ConfigError naming it). A change
+    of ``kind`` starts from the new kind's default options."""
     name = next(n for n, cls in SECTIONS.items() if isinstance(section, cls))
-    current = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+    current = _section_values(section)
+    if "kind" in changes and _plain(changes["kind"]) != _plain(section.kind):
+        current = {k: v for k, v in current.items() if k in _names(section)}
     return _build_section(name, {**current, **changes})
 
 
@@ -336,19 +362,8 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
 
 
 def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
-    """Plain JSON-able values (enums as their values, tuples as lists)."""
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, enum.Enum):
-            return v.value
-        if isinstance(v, tuple):
-            return [plain(x) for x in v]
-        return v
-
-    return {
-        name: {f.name: plain(getattr(getattr(config, name), f.name)) for f in dataclasses.fields(cls)}
-        for name, cls in SECTIONS.items()
-    }
+    """Plain JSON-able values (enums as their values, tuples as lists), a kind's options flat in its section."""
+    return {name: {k: _plain(v) for k, v in _section_values(getattr(config, name)).items()} for name in SECTIONS}
 
 
 def _parse_override(text: str) -> tuple[str, str, Any]:

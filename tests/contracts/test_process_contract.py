@@ -46,13 +46,16 @@ from contracts.linear_maps import (
     transition_maps,
     zeros,
 )
+from contracts.throwaway_kind import registered
 from dimdiff.bench.oracle import GaussianImages, oracle_denoiser
+from dimdiff.build import build_process
+from dimdiff.config import config_from_dict
 from dimdiff.ops.pool import component
 from dimdiff.process.base import DiffusionProcess
 from dimdiff.process.dimension_varying import DimensionVaryingProcess
 from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.parameterization import Parameterization
-from dimdiff.process.schedules import CosineSchedule, LinearBetaSchedule, Schedule
+from dimdiff.process.schedules import CosineSchedule, LinearBetaSchedule
 from dimdiff.process.stages import Stages, Window
 from dimdiff.process.timesteps import Spacing
 from dimdiff.samplers import ddim_sample, ddpm_sample
@@ -79,16 +82,18 @@ class Case(NamedTuple):
 
 
 TWO = Stages((0.3, 0.6), (0.2, 0.2), Window.COSINE)
-class SigmoidSchedule(Schedule):
-    """A throwaway schedule defined only here, log-SNR 6 - 12 t: it shows that a process variant joins the
-    whole contract suite by one line in PROCESS_CASES (alpha^2 = sigmoid(log-SNR))."""
 
-    def log_alpha2(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.logsigmoid(6.0 - 12.0 * t.to(torch.float64))
+
+def throwaway_kind() -> DiffusionProcess:
+    """A process kind registered only for the block, built from a config file's [process] section through
+    the PROCESSES table like any other (contracts/throwaway_kind.py): a new kind joins the suite by one line."""
+    with registered():
+        config = config_from_dict({"process": {"kind": "sigmoid-gaussian", "slope": 12.0}})
+        return build_process(config.process, (1, 4, 4))
 
 
 PROCESS_CASES: list[Case] = [
-    Case("throwaway-sigmoid", lambda: GaussianProcess((1, 4, 4), SigmoidSchedule())),
+    Case("throwaway-sigmoid-kind", throwaway_kind),
     Case("gaussian-linear", lambda: GaussianProcess((1, 4, 4), LinearBetaSchedule())),
     Case("gaussian-cosine", lambda: GaussianProcess((1, 4, 4), CosineSchedule())),
     Case("dvdp-two-cosine", lambda: DimensionVaryingProcess((1, 8, 8), TWO)),
@@ -113,39 +118,6 @@ def case_data(case: Case, shape: Shape) -> GaussianImages:
         return case.data(shape)
     base = GaussianData(shape, seed=3)
     return GaussianImages(shape, base.mean, base.cov, torch.linalg.cholesky(base.cov))
-
-
-# ----------------------------------------------------------------------------- dense linear maps
-
-
-
-
-
-
-
-
-
-
-
-
-# ----------------------------------------------------------------------------- resolution changes
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# ----------------------------------------------------------------------------- moment checks
 
 
 # ============================================================================= the contract

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from dimdiff.bench.environment import environment_record
 from dimdiff.bench.registry import REFERENCE_KEY, BenchMethod, data_channels
-from dimdiff.build import build_process, data_shape, run_sampler, with_complement_std
+from dimdiff.build import build_process, data_shape, fit_process, run_sampler
 from dimdiff.config import config_to_dict
 from dimdiff.metrics.frechet import feature_statistics, frechet_distance_eig
 from dimdiff.process.parameterization import Parameterization
@@ -152,7 +152,7 @@ def oracle_bench(methods: Sequence[BenchMethod], options: OracleOptions = Oracle
     floor = frechet_gaussian(data.sample(options.samples, generator), data.mean, data.cov)
     distances = []
     for method in methods:
-        config = with_complement_std(method.config, real)  # subspace's s_perp from the data
+        config = fit_process(method.config, real)  # what the process estimates from data (subspace: s_perp)
         process = build_process(config.process, shape)
         denoiser = oracle_denoiser(process, data)
         for n in options.steps:

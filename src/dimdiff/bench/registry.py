@@ -1,36 +1,40 @@
-"""The methods `dimdiff bench` compares, one builder per forward process.
+"""The methods `dimdiff bench` compares, one builder per method family.
 
-A method is a label and a complete dimdiff `Config`: `process.kind` picks the forward process,
-`sample` the sampler, and the `model` section is the U-Net shared by every method of a run.
-A process joins the benchmarks by adding one entry to `METHOD_BUILDERS`, keyed by its
-`ProcessKind`; no class is looked up by a string. The reference of every ratio is
-full-resolution DDIM (key ``ddim``).
+A method is a label and a complete dimdiff `Config`: `codec.kind` and `process.kind` pick the space and
+the forward process, `sample` the sampler, and the `model` section is the U-Net shared by every method
+of a run. A family (a codec x process pair, with its samplers) joins the benchmarks by adding one entry
+to `METHOD_BUILDERS`, keyed by its `MethodFamily`; no class is looked up by a string. The reference of
+every ratio is full-resolution DDIM on pixels (key ``ddim``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dimdiff.build import (  # data_channels: re-exported for the bench modules
-    build_codec,
-    data_channels,
-    fit_to_data,
-    needs_data,
-    training_data,
-)  # fmt: skip
-from dimdiff.codecs import Codec
+from dimdiff.build import build_codec, data_channels, fit_to_data, needs_data  # data_channels: re-exported
+from dimdiff.codecs import CODECS, Codec, CodecKind
 from dimdiff.config import Config, ConfigError, ProcessKind, SamplerKind, config_to_dict
-from dimdiff.process.stages import Window
+from dimdiff.data.configured import training_data
+from dimdiff.process.dvdp_options import DVDPOptions, SubspaceOptions
+from dimdiff.process.gaussian import GaussianOptions
+from dimdiff.process.kinds import PROCESSES
 
 __all__ = [
-    "REFERENCE_KEY", "METHOD_BUILDERS", "BenchMethod", "available_methods", "unregistered_kinds",
+    "REFERENCE_KEY", "METHOD_BUILDERS", "BenchMethod", "MethodFamily", "available_methods", "unregistered_kinds",
     "select_methods", "reference_method", "training_groups", "data_channels", "with_data_statistics",
 ]  # fmt: skip
 
 REFERENCE_KEY = "ddim"  # full-resolution DDIM (Gaussian process, eta = 0): the denominator of ratios
+
+
+class MethodFamily(str, enum.Enum):
+    GAUSSIAN = "gaussian"  # pixels x Gaussian process: DDIM (the reference) and DDPM
+    DVDP = "dvdp"  # pixels x DVDP: shared U-Net, and one U-Net per stage
+    SUBSPACE = "subspace"  # pixels x subspace diffusion
 
 
 @dataclass(frozen=True)
@@ -52,23 +56,33 @@ def _ddim_and_ddpm(config: Config, keys: tuple[str, str], names: tuple[str, str]
 
 def _gaussian_methods(base: Config) -> list[BenchMethod]:
     """Full-resolution DDPM/DDIM on the Gaussian variance-preserving process."""
-    process = dataclasses.replace(base.process, kind=ProcessKind.GAUSSIAN, turning_points=(), window_widths=())
-    return _ddim_and_ddpm(dataclasses.replace(base, process=process), (REFERENCE_KEY, "ddpm"),
+    return _ddim_and_ddpm(_on(base, ProcessKind.GAUSSIAN, GaussianOptions()), (REFERENCE_KEY, "ddpm"),
                           ("DDIM (full res.)", "DDPM ancestral (full res.)"))  # fmt: skip
 
 
+def _on(base: Config, kind: ProcessKind, options: object) -> Config:
+    """``base`` with the pixel codec and the process ``kind`` with ``options``."""
+    process = dataclasses.replace(base.process, kind=kind, options=options)
+    return dataclasses.replace(base, process=process, codec=dataclasses.replace(base.codec, kind=CodecKind.PIXEL,
+                                                                                 options=None))  # fmt: skip
+
+
+def _base_turning_points(base: Config) -> tuple[float, ...]:
+    return tuple(getattr(base.process.options, "turning_points", ()))
+
+
 # 32 -> 16 -> 8 (docs/dvdp.md section 7)
-DVDP_DEFAULT_STAGES = {"turning_points": (0.3, 0.6), "window_widths": (0.2, 0.2)}
+DVDP_DEFAULT_STAGES = DVDPOptions(turning_points=(0.3, 0.6), window_widths=(0.2, 0.2))
 
 
 def _dvdp_methods(base: Config) -> list[BenchMethod]:
     """DVDP with the base config's turning points, else the design's 32 -> 16 -> 8 placement:
     with the base model, and (only when named) with one U-Net of that architecture per stage."""
-    stages = {} if base.process.turning_points else DVDP_DEFAULT_STAGES
-    dvdp = dataclasses.replace(base, process=dataclasses.replace(base.process, kind=ProcessKind.DVDP, **stages))
+    own = base.process.options if isinstance(base.process.options, DVDPOptions) and _base_turning_points(base) else None
+    dvdp = _on(base, ProcessKind.DVDP, own or DVDP_DEFAULT_STAGES)
     per_stage = dataclasses.replace(dvdp, model=dataclasses.replace(base.model, per_stage_nets=True,
                                                                     stage_embedding=False))  # fmt: skip
-    taus = "/".join(f"{t:g}" for t in dvdp.process.turning_points)
+    taus = "/".join(f"{t:g}" for t in dvdp.process.options.turning_points)
     return [
         *_ddim_and_ddpm(dvdp, ("dvdp-ddim", "dvdp-ddpm"), (f"DVDP DDIM (tau {taus})", f"DVDP ancestral (tau {taus})")),
         *_ddim_and_ddpm(per_stage, ("dvdp-perstage-ddim", "dvdp-perstage-ddpm"),
@@ -80,19 +94,17 @@ def _dvdp_methods(base: Config) -> list[BenchMethod]:
 def _subspace_methods(base: Config) -> list[BenchMethod]:
     """Subspace diffusion (no attenuation, approximate crossing) at the same switch times as DVDP;
     process.complement_std is estimated from the data where training or `with_data_statistics` needs it."""
-    taus = tuple(base.process.turning_points) or DVDP_DEFAULT_STAGES["turning_points"]
-    process = dataclasses.replace(base.process, kind=ProcessKind.SUBSPACE, turning_points=taus, window_widths=(),
-                                  window=Window.NONE, complement_std=())  # fmt: skip
+    taus = _base_turning_points(base) or DVDP_DEFAULT_STAGES.turning_points
     label = "/".join(f"{t:g}" for t in taus)
-    return _ddim_and_ddpm(dataclasses.replace(base, process=process), ("subspace-ddim", "subspace-ddpm"),
+    return _ddim_and_ddpm(_on(base, ProcessKind.SUBSPACE, SubspaceOptions(taus)), ("subspace-ddim", "subspace-ddpm"),
                           (f"Subspace DDIM (switch {label})", f"Subspace ancestral (switch {label})"))  # fmt: skip
 
 
-# One entry per process kind; a new process adds `ProcessKind.X: _x_methods` here.
-METHOD_BUILDERS: dict[ProcessKind, Callable[[Config], list[BenchMethod]]] = {
-    ProcessKind.GAUSSIAN: _gaussian_methods,
-    ProcessKind.DVDP: _dvdp_methods,
-    ProcessKind.SUBSPACE: _subspace_methods,
+# One entry per method family; a new codec x process pair adds `MethodFamily.X: _x_methods` here.
+METHOD_BUILDERS: dict[MethodFamily, Callable[[Config], list[BenchMethod]]] = {
+    MethodFamily.GAUSSIAN: _gaussian_methods,
+    MethodFamily.DVDP: _dvdp_methods,
+    MethodFamily.SUBSPACE: _subspace_methods,
 }
 
 
@@ -103,17 +115,21 @@ def with_data_statistics(config: Config) -> tuple[Config, Codec]:
 
 
 def available_methods(base: Config) -> list[BenchMethod]:
-    """Every registered method built on ``base``, in `ProcessKind` order (the reference first)."""
-    methods = [m for kind in ProcessKind if kind in METHOD_BUILDERS for m in METHOD_BUILDERS[kind](base)]
+    """Every registered method built on ``base``, in `MethodFamily` order (the reference first)."""
+    methods = [m for family in MethodFamily if family in METHOD_BUILDERS for m in METHOD_BUILDERS[family](base)]
     keys = [m.key for m in methods]
     if len(set(keys)) != len(keys) or REFERENCE_KEY not in keys:
         raise ValueError(f"expected unique method keys including {REFERENCE_KEY!r}, got {keys}")
     return sorted(methods, key=lambda m: m.key != REFERENCE_KEY)
 
 
-def unregistered_kinds() -> list[ProcessKind]:
-    """Process kinds that exist but have no benchmark entry yet."""
-    return [kind for kind in ProcessKind if kind not in METHOD_BUILDERS]
+def unregistered_kinds() -> list[str]:
+    """Process and codec kinds that are registered but that no benchmark method uses yet, as
+    ``process.kind = x`` / ``codec.kind = y``."""
+    methods = available_methods(Config())
+    used = {("process", m.config.process.kind) for m in methods} | {("codec", m.config.codec.kind) for m in methods}
+    return [f"{name}.kind = {kind.value}" for name, table in (("process", PROCESSES), ("codec", CODECS))
+            for kind in table if (name, kind) not in used]  # fmt: skip
 
 
 def select_methods(methods: Sequence[BenchMethod], keys: Sequence[str] | None) -> list[BenchMethod]:

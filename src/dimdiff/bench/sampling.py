@@ -232,7 +232,7 @@ def sampling_bench(methods: Sequence[BenchMethod], options: SamplingOptions = Sa
     _check_peer_size(rows, notes)
     missing = unregistered_kinds()
     if missing:
-        notes.append(f"process kinds without a benchmark entry: {', '.join(k.value for k in missing)}")
+        notes.append(f"kinds without a benchmark entry: {', '.join(missing)}")
     return {
         "benchmark": "sampling",
         "settings": asdict(options) | {"steps": methods[0].config.sample.steps, "reference": REFERENCE_KEY},

@@ -230,7 +230,7 @@ def training_bench(methods: Sequence[BenchMethod], options: TrainingOptions = Tr
     reference = expected_cost(levels[ref])
     rows = [_row(g, s, lv, reference, options) for g, s, lv in zip(groups, steps, levels, strict=True)]
     missing = unregistered_kinds()
-    notes = [f"process kinds without a benchmark entry: {', '.join(k.value for k in missing)}"] if missing else []
+    notes = [f"kinds without a benchmark entry: {', '.join(missing)}"] if missing else []
     config = config_to_dict(methods[0].config)
     return {
         "benchmark": "training",

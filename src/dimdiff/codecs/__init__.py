@@ -1,24 +1,31 @@
 """Codecs: the map between images and the space a diffusion process runs on (`base.Codec`).
 
-A codec joins dimdiff by adding its module and one row to `CODECS` (keyed by `CodecKind`); the
-trainer, samplers, evaluation and benchmarks only ever call the `Codec` protocol.
+A codec joins dimdiff by adding its module, an enum member and one row to `CODECS`: the row maps
+the kind to its options class (`base.CodecOptions`, the kind's own keys of ``[codec]``), which builds
+the codec. The trainer, samplers, evaluation and benchmarks only ever call the `Codec` protocol.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from typing import Any
 
-from dimdiff.codecs.base import Codec
-from dimdiff.codecs.pixel import PixelCodec
+from dimdiff.codecs.base import Codec, CodecOptions
+from dimdiff.codecs.pixel import PixelCodec, PixelOptions
+from dimdiff.errors import find_kind
 
-__all__ = ["CODECS", "Codec", "CodecKind", "PixelCodec"]
+__all__ = ["CODECS", "Codec", "CodecKind", "CodecOptions", "PixelCodec", "PixelOptions", "codec_kind"]
 
 
 class CodecKind(str, enum.Enum):
     PIXEL = "pixel"  # identity: the process runs on the images
 
 
-CODECS: dict[CodecKind, Callable[[], Codec]] = {
-    CodecKind.PIXEL: PixelCodec,
+CODECS: dict[Any, type] = {
+    CodecKind.PIXEL: PixelOptions,
 }
+
+
+def codec_kind(value: Any) -> enum.Enum:
+    """The registered codec kind named ``value`` (its enum member or its value)."""
+    return find_kind(CODECS, value, "codec.kind")

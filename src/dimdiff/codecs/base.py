@@ -17,7 +17,7 @@ from typing import Protocol
 
 from torch import Tensor
 
-__all__ = ["Codec"]
+__all__ = ["Codec", "CodecOptions"]
 
 
 class Codec(Protocol):
@@ -48,4 +48,13 @@ class Codec(Protocol):
 
     def load_state(self, state: dict[str, Tensor]) -> Codec:
         """A codec with a saved ``state()`` restored; refuses a state of another codec."""
+        ...
+
+
+class CodecOptions(Protocol):
+    """The options of one codec kind: a frozen dataclass whose fields are the kind's own keys of the
+    ``[codec]`` section (checked in its ``__post_init__``, ConfigErrors naming ``codec.<key>``)."""
+
+    def build(self) -> Codec:
+        """A codec with these options (not yet fitted where it learns)."""
         ...

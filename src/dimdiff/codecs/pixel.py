@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-__all__ = ["PixelCodec"]
+__all__ = ["PixelCodec", "PixelOptions"]
 
 
 @dataclass(frozen=True)
@@ -36,3 +36,11 @@ class PixelCodec:
             raise ValueError(f"expected no codec state for the pixel codec, got tensors {sorted(state)[:5]} "
                              f"(a checkpoint of a model with another codec?)")  # fmt: skip
         return self
+
+
+@dataclass(frozen=True)
+class PixelOptions:
+    """``codec.kind = pixel`` has no options."""
+
+    def build(self) -> PixelCodec:
+        return PixelCodec()

@@ -15,7 +15,7 @@ finer resolution, s_c^2 = a_{k-1}(tau_k)^2 s_perp_k^2 + sigma_tau^2: D x = z exa
 attenuation a_{k-1}(tau_k) = 0, so s_c = sigma_tau and the new complement is exactly the pure noise
 it is in q. Without attenuation (window ``none``: Subspace Diffusion, docs/dvdp.md section 8) the
 complement still holds signal at tau_k, modelled as N(0, s_perp_k^2) per dimension
-(`estimate_complement_std`): an approximate crossing, optionally refined by Langevin steps
+(`dvdp_options.estimate_complement_std`): an approximate crossing, optionally refined by Langevin steps
 (`samplers.corrector`) that use `score`.
 
 Parameterizations: x0 (the reduced clean image), v per component with the gains normalised to
@@ -26,13 +26,12 @@ below ``eps_tolerance`` are predicted as x0 instead (never dividing by a vanishi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from dimdiff.ops.pool import components, mix_components, pool, project_complement, unpool
+from dimdiff.ops.pool import mix_components, pool, project_complement, unpool
 from dimdiff.process.base import CrossHook, ReverseNoise, TimeLike, TrainingLevel, broadcast_time, check_level
 from dimdiff.process.gaussian import ddim_coefficients, step_coefficients
 from dimdiff.process.parameterization import Parameterization, target_coefficients, x0_coefficients
@@ -40,7 +39,7 @@ from dimdiff.process.schedules import LinearBetaSchedule, Schedule
 from dimdiff.process.stages import Stages
 from dimdiff.process.timesteps import Spacing
 
-__all__ = ["DimensionVaryingProcess", "estimate_complement_std"]
+__all__ = ["DimensionVaryingProcess"]
 
 
 @dataclass(frozen=True)
@@ -309,16 +308,3 @@ class DimensionVaryingProcess:
                 noise = torch.randn(z_t.shape, generator=generator, device=z_t.device, dtype=z_t.dtype)
             terms.append((noise, [w[2] for w in weights]))
         return self._mix(k, terms)
-
-
-def estimate_complement_std(images: Sequence[Tensor] | Tensor, num_levels: int) -> tuple[float, ...]:
-    """s_perp_k for k = 1..K from data in [-1, 1]: the rms per dimension of c_{k-1}(x0), the
-    component dropped at tau_k (in its orthonormal coordinates, where it has 3/4 of the
-    dimensions of stage k-1). ``images``: (N, C, H, W), or a sequence of (C, H, W) images."""
-    x = torch.stack(list(images)) if not isinstance(images, Tensor) else images
-    if x.ndim != 4 or len(x) == 0:
-        raise ValueError(f"expected images of shape (N, C, H, W) with N >= 1, got {tuple(x.shape)}")
-    x = x.double()
-    dims = x[0].numel()
-    parts = components(x, num_levels)[:num_levels]  # c_0 .. c_{K-1}
-    return tuple(math.sqrt(float(c.pow(2).sum()) / (len(x) * dims * 0.75 / 4**j)) for j, c in enumerate(parts))

@@ -24,7 +24,7 @@ from dimdiff.process.parameterization import Parameterization, target_coefficien
 from dimdiff.process.schedules import LinearBetaSchedule, Schedule
 from dimdiff.process.timesteps import Spacing, timesteps
 
-__all__ = ["GaussianProcess", "ddim_combine", "ddim_coefficients", "step_coefficients"]
+__all__ = ["GaussianOptions", "GaussianProcess", "ddim_combine", "ddim_coefficients", "step_coefficients"]
 
 
 @dataclass(frozen=True)
@@ -194,3 +194,19 @@ def ddim_combine(
             noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
         terms.append((noise, w_noise))
     return linear_combination(terms)
+
+
+@dataclass(frozen=True)
+class GaussianOptions:
+    """``process.kind = gaussian``: no options beyond the common ones; the state keeps the data's shape."""
+
+    needs_fit = False
+
+    def num_levels(self) -> int:
+        return 1
+
+    def fit(self, latents: Tensor) -> GaussianOptions:
+        return self
+
+    def build(self, shape: tuple[int, int, int], schedule: Schedule, num_steps: int) -> GaussianProcess:
+        return GaussianProcess(shape, schedule, num_steps)

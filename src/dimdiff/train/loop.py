@@ -34,12 +34,11 @@ from dimdiff.build import (
     build_process,
     data_shape,
     fit_to_data,
-    needs_complement_std,
     sample_images,
-    training_data,
 )  # fmt: skip
 from dimdiff.codecs import Codec
 from dimdiff.config import Config, Device, Precision, dumps
+from dimdiff.data.configured import training_data
 from dimdiff.images import plot_loss_curve, save_grid
 from dimdiff.nets.denoiser import Denoiser
 from dimdiff.process.base import DiffusionProcess
@@ -165,17 +164,26 @@ class _Run:
 
 
 def _fit_to_data(config: Config, dataset: Any, start: Path | None) -> tuple[Config, Codec]:
-    """What the codec and the process learn from the training data (a codec's state; subspace's
+    """What the codec and the process options learn from the training data (a codec's state; subspace's
     process.complement_std, estimated on the codec's latents): from the checkpoint being resumed,
     else from the training images."""
     if start is not None:
         saved = ckpt.read_checkpoint_info(start).config
-        if needs_complement_std(config):
-            process = dataclasses.replace(config.process, complement_std=saved.process.complement_std)
-            config = dataclasses.replace(config, process=process)
+        if config.process.options.needs_fit and saved.process.kind == config.process.kind:
+            config = dataclasses.replace(config, process=dataclasses.replace(config.process,
+                                                                             options=saved.process.options))
         ckpt.check_compatible(saved, config, start)  # another kind of run: say so before building anything
         return config, build_codec(config.codec, ckpt.load_codec_state(start))
     return fit_to_data(config, dataset)
+
+
+def _report_fit(before: Any, after: Any, echo: Any) -> None:
+    """Say which process options were estimated from the training data."""
+    for f in dataclasses.fields(after):
+        value = getattr(after, f.name)
+        if value != getattr(before, f.name):
+            shown = [round(v, 5) for v in value] if isinstance(value, tuple) else value
+            echo(f"process.{f.name} estimated from the data: {shown}")
 
 
 def _build(config: Config, device: torch.device, dist_info: DistInfo, start: Path | None) -> tuple[_Run, Any]:
@@ -286,11 +294,10 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
            progress: bool, echo: Any) -> TrainResult:  # fmt: skip
     tc, main, out_dir = config.train, dist_info.is_main, Path(config.train.out_dir)
     start = _resume_path(resume, out_dir)
-    estimating = needs_complement_std(config) and start is None
     run, dataset = _build(config, device, dist_info, start)
+    if main and start is None:
+        _report_fit(config.process.options, run.config.process.options, echo)
     config = run.config  # with what was estimated from the data
-    if main and estimating and config.process.complement_std:
-        echo(f"process.complement_std estimated from the data: {[round(s, 5) for s in config.process.complement_std]}")
     if start is not None:
         _restore(run, start)
         if main:
