@@ -13,7 +13,6 @@ import dataclasses
 import enum
 import json
 import sys
-import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dimdiff.codecs import CODECS, CodecKind, CodecOptions, codec_kind
+from dimdiff.config_values import coerce, plain
 from dimdiff.data import DatasetName
 from dimdiff.errors import ConfigError, check_option
 from dimdiff.heads.regression import LossWeighting
@@ -227,56 +227,6 @@ SECTIONS: dict[str, type] = {
 _check = check_option
 
 
-# ------------------------------------------------------------------------ value coercion
-def _coerce(key: str, hint: Any, value: Any) -> Any:
-    """``value`` converted to the field type ``hint`` or a ConfigError naming ``key``."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            return None
-        return _coerce(key, options[0], value)
-    if origin is tuple:
-        (item,) = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        if isinstance(value, str):
-            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list of {item.__name__}, got {value!r}")
-        return tuple(_coerce(key, item, v) for v in value)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        valid = [m.value for m in hint]
-        if isinstance(value, hint):
-            return value
-        if value not in valid:
-            raise ConfigError(f"{key}: expected one of {', '.join(valid)}, got {value!r}")
-        return hint(value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        try:
-            return int(value)
-        except ValueError:
-            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
-    if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported field type {hint!r}")  # pragma: no cover
-
-
 # Sections whose `kind` picks a row of a registry: the row's options class holds the kind's own keys,
 # written flat in the section beside the section's common keys.
 KIND_TABLES: dict[str, tuple[Mapping[Any, type], Callable[[Any], enum.Enum]]] = {
@@ -291,15 +241,6 @@ LEGACY_UNUSED: dict[str, dict[str, Any]] = {
 }
 
 
-def _plain(v: Any) -> Any:
-    """A JSON-able value: enums as their values, tuples as lists."""
-    if isinstance(v, enum.Enum):
-        return v.value
-    if isinstance(v, tuple | list):
-        return [_plain(x) for x in v]
-    return v
-
-
 def _names(cls: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
@@ -311,7 +252,7 @@ def _build_dataclass(cls: type, name: str, values: dict[str, Any], valid: list[s
     for key in values:
         if key not in valid:
             raise ConfigError(f"unknown key '{name}.{key}'{context}; valid keys in [{name}]: {', '.join(valid)}")
-    return cls(**{k: _coerce(f"{name}.{k}", hints[k], v) for k, v in values.items() if k in hints}, **ready)
+    return cls(**{k: coerce(f"{name}.{k}", hints[k], v) for k, v in values.items() if k in hints}, **ready)
 
 
 def _build_section(name: str, values: dict[str, Any]) -> Any:
@@ -325,7 +266,7 @@ def _build_section(name: str, values: dict[str, Any]) -> Any:
     legacy = LEGACY_UNUSED.get(name, {})
     old_file = bool(legacy) and set(legacy) <= set(values)
     values = {k: v for k, v in values.items()
-              if k in own or k not in legacy or not (old_file or _plain(v) == legacy[k])}  # fmt: skip
+              if k in own or k not in legacy or not (old_file or plain(v) == legacy[k])}  # fmt: skip
     valid, context = ["kind", *common, *own], f" for {name}.kind = {kind.value}"
     options = _build_dataclass(table[kind], name, {k: v for k, v in values.items() if k not in ("kind", *common)},
                                valid, context)  # fmt: skip
@@ -346,7 +287,7 @@ def replace_section(section: Any, **changes: Any) -> Any:
     of ``kind`` starts from the new kind's default options."""
     name = next(n for n, cls in SECTIONS.items() if isinstance(section, cls))
     current = _section_values(section)
-    if "kind" in changes and _plain(changes["kind"]) != _plain(section.kind):
+    if "kind" in changes and plain(changes["kind"]) != plain(section.kind):
         current = {k: v for k, v in current.items() if k in _names(section)}
     return _build_section(name, {**current, **changes})
 
@@ -363,7 +304,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
 
 def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
     """Plain JSON-able values (enums as their values, tuples as lists), a kind's options flat in its section."""
-    return {name: {k: _plain(v) for k, v in _section_values(getattr(config, name)).items()} for name in SECTIONS}
+    return {name: {k: plain(v) for k, v in _section_values(getattr(config, name)).items()} for name in SECTIONS}
 
 
 def _parse_override(text: str) -> tuple[str, str, Any]:
