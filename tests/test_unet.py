@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -177,6 +178,90 @@ def test_input_memory_format_does_not_matter() -> None:
         y = net(x, t)
         y_nhwc = net(x.contiguous(memory_format=torch.channels_last), t)
     torch.testing.assert_close(y_nhwc, y)
+
+
+# ----------------------------------------------------------------------------- checkpoints of the flat U-Net
+# The flat U-Net (before levels) named its blocks and resamplers down.i and up.i, in the order it ran them.
+# small_unet(): 3 levels, 1 ResBlock per level on the way down, 2 on the way up.
+FLAT_NAMES = {
+    "encoder.0.blocks.0": "down.0", "encoder.0.downsample": "down.1", "encoder.1.blocks.0": "down.2",
+    "encoder.1.downsample": "down.3", "encoder.2.blocks.0": "down.4",
+    "decoder.2.blocks.0": "up.0", "decoder.2.blocks.1": "up.1", "decoder.2.upsample": "up.2",
+    "decoder.1.blocks.0": "up.3", "decoder.1.blocks.1": "up.4", "decoder.1.upsample": "up.5",
+    "decoder.0.blocks.0": "up.6", "decoder.0.blocks.1": "up.7",
+}  # fmt: skip
+
+
+def flat_state(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """small_unet()'s state dict (at ``prefix``) under the flat U-Net's key names."""
+
+    def flat(key: str) -> str:
+        if not key.startswith(prefix):
+            return key
+        module, _, name = key[len(prefix) :].rpartition(".")
+        while module and module not in FLAT_NAMES:
+            module, _, head = module.rpartition(".")
+            name = f"{head}.{name}"
+        return f"{prefix}{FLAT_NAMES[module]}.{name}" if module else key
+
+    return {flat(key): value for key, value in state.items()}
+
+
+def test_the_flat_unets_parameter_order_is_kept():
+    """Optimizer state is saved by parameter position: the levels register in the flat net's order."""
+    names = list(flat_state(dict(small_unet().named_parameters())))
+    sections = [n.split(".")[0] for n in names]
+    assert list(dict.fromkeys(sections)) == ["time_embed", "input_conv", "down", "mid", "mid_res", "up",
+                                             "output_norm", "output_conv"]  # fmt: skip
+    for section in ("down", "up"):
+        indices = [int(n.split(".")[1]) for n in names if n.startswith(f"{section}.")]
+        assert indices == sorted(indices) and set(indices) == set(range(indices[-1] + 1))
+
+
+def test_a_flat_unets_state_dict_loads_and_gives_the_same_output():
+    torch.manual_seed(0)
+    net = small_unet().eval()
+    perturb_zero_init(net)
+    old = flat_state(net.state_dict())
+    assert any(k.startswith("down.") for k in old) and not any(k.startswith(("encoder", "decoder")) for k in old)
+    torch.manual_seed(1)
+    fresh = small_unet().eval()
+    fresh.load_state_dict(old)  # strict
+    x, t = torch.randn(2, 1, 8, 8), torch.rand(2)
+    with torch.no_grad():
+        assert torch.equal(fresh(x, t), net(x, t))
+    ema = copy.deepcopy(small_unet()).eval()  # the trainer's EMA model is a deep copy: the hook moves with it
+    ema.load_state_dict(old)
+    with torch.no_grad():
+        assert torch.equal(ema(x, t), net(x, t))
+
+
+def test_a_flat_state_dict_loads_into_nets_nested_in_a_staged_net(tmp_path):
+    from safetensors.torch import save_file
+
+    from dimdiff.checkpoint import CheckpointError, load_state_dict_strict
+    from dimdiff.nets.staged import StagedNet
+
+    torch.manual_seed(0)
+    staged = StagedNet([small_unet(), small_unet()], heights=(8, 4)).eval()
+    for net in staged.nets:
+        perturb_zero_init(net)
+    old = flat_state(flat_state(staged.state_dict(), "nets.0."), "nets.1.")
+    assert any(k.startswith("nets.1.up.7.") for k in old)
+    x, t = torch.randn(2, 1, 8, 8), torch.rand(2)
+    for load in ("load_state_dict", "load_state_dict_strict"):
+        fresh = StagedNet([small_unet(), small_unet()], heights=(8, 4)).eval()
+        if load == "load_state_dict":
+            fresh.load_state_dict(old)
+        else:
+            save_file(old, str(tmp_path / "model.safetensors"))
+            load_state_dict_strict(fresh, tmp_path / "model.safetensors")
+        with torch.no_grad():
+            assert torch.equal(fresh(x, t), staged(x, t))
+    old["nets.0.down.99.res.conv1.bias"] = old.pop("nets.0.down.4.res.conv1.bias")  # another architecture's key
+    save_file(old, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"missing \(1\): nets\.0\.encoder\.2\.blocks\.0\.res\.conv1\.bias"):
+        load_state_dict_strict(fresh, tmp_path / "model.safetensors")
 
 
 # ----------------------------------------------------------------------------- networks per stage
