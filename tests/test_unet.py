@@ -1,4 +1,6 @@
-"""Tests of the DDPM/ADM-style U-Net: shapes, errors, parameter counts, init, gradients."""
+"""Tests of the DDPM/ADM-style U-Net: errors, parameter counts, init, class labels, checkpoints of the flat U-Net,
+networks per stage. What every net must do (output sizes, determinism, memory format, time, gradients, refused
+sizes) and the U-Net's levels are checked in tests/contracts/test_net_contract.py."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import perturb_zero_init
 
 from dimdiff.nets.layers import num_groups, timestep_embedding
 from dimdiff.nets.unet import UNET_PRESETS, UNet, num_parameters
@@ -22,30 +25,6 @@ def perturb_output_conv(net: UNet) -> None:
     with torch.no_grad():
         net.output_conv.weight.normal_(0.0, 0.05)
         net.output_conv.bias.normal_(0.0, 0.05)
-
-
-def perturb_zero_init(net: UNet) -> None:
-    """Move every all-zero parameter off zero: a fresh net ignores t and labels by design."""
-    with torch.no_grad():
-        for p in net.parameters():
-            if torch.count_nonzero(p) == 0:
-                p.normal_(0.0, 0.05)
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("size", [(8, 8), (16, 16), (32, 32), (16, 32)])
-def test_output_shape(channels: int, size: tuple[int, int]) -> None:
-    torch.manual_seed(0)
-    net = small_unet(channels)
-    x = torch.randn(2, channels, *size)
-    y = net(x, torch.rand(2))
-    assert y.shape == x.shape
-    assert y.is_contiguous()
-
-
-def test_output_channels_may_differ_from_input() -> None:
-    net = small_unet(3, out_channels=6)
-    assert net(torch.randn(2, 3, 8, 8), torch.rand(2)).shape == (2, 6, 8, 8)
 
 
 @pytest.mark.parametrize("size", [(12, 16), (16, 6)])
@@ -127,27 +106,6 @@ def test_class_labels_errors() -> None:
         small_unet()(x, t, torch.tensor([0, 1]))
 
 
-def test_eval_mode_is_deterministic_and_batch_independent() -> None:
-    torch.manual_seed(0)
-    net = small_unet(3, dropout=0.5).eval()
-    perturb_zero_init(net)
-    x, t = torch.randn(3, 3, 16, 16), torch.rand(3)
-    with torch.no_grad():
-        y = net(x, t)
-        assert torch.equal(y, net(x, t))
-        torch.testing.assert_close(net(x[1:2], t[1:2]), y[1:2], rtol=1e-4, atol=1e-5)
-
-
-def test_output_depends_on_time() -> None:
-    torch.manual_seed(0)
-    net = small_unet().eval()
-    perturb_zero_init(net)
-    x = torch.randn(1, 1, 8, 8).expand(2, -1, -1, -1)
-    with torch.no_grad():
-        y = net(x, torch.tensor([0.1, 0.9]))
-    assert not torch.allclose(y[0], y[1])
-
-
 @pytest.mark.parametrize("dim", [2, 7, 32, 33])
 def test_timestep_embedding_is_the_closed_form(dim: int) -> None:
     """[sin(t w_i), cos(t w_i)], w_i = 10000^(-i / (k - 1)), k = dim // 2, then one zero for an odd dim."""
@@ -167,17 +125,6 @@ def test_timestep_embedding_is_the_closed_form(dim: int) -> None:
 @pytest.mark.parametrize(("channels", "groups"), [(8, 8), (24, 24), (48, 24), (64, 32), (96, 32)])
 def test_num_groups_divides_channels(channels: int, groups: int) -> None:
     assert num_groups(channels) == groups
-
-
-def test_input_memory_format_does_not_matter() -> None:
-    torch.manual_seed(0)
-    net = small_unet(3).eval()
-    perturb_zero_init(net)
-    x, t = torch.randn(2, 3, 16, 16), torch.rand(2)
-    with torch.no_grad():
-        y = net(x, t)
-        y_nhwc = net(x.contiguous(memory_format=torch.channels_last), t)
-    torch.testing.assert_close(y_nhwc, y)
 
 
 # ----------------------------------------------------------------------------- checkpoints of the flat U-Net

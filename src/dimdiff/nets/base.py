@@ -1,8 +1,9 @@
 """What a network is to the rest of dimdiff: x_t and t in, an output of the size it is asked for.
 
     net(x, t, *, out_size=None) -> output    x (B, C_in, h, w); t (B,) float32 in [0, 1];
-                                             output (B, C_out, *out_size), or at the net's one
-                                             output size for that input when out_size is None
+                                             output (B, C_out, *out_size), contiguous NCHW, or
+                                             at the net's one output size for that input when
+                                             out_size is None
     net.out_sizes((h, w)) -> ((h', w'), ...) the output sizes it supports for an input of size (h, w);
                                              () where it does not take such an input
 
