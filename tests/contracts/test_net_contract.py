@@ -7,7 +7,7 @@ it. A new network (or arrangement of networks) gets the whole suite by adding on
 A case also names input sizes the net must refuse and, where a batch runs only part of the net (one
 net per level), the module whose parameters a given input runs.
 
-The U-Net's levels (enter at level k, leave at level j) are checked at the end of this file.
+The U-Net's levels (enter at level l_in, leave at level l_out) are checked at the end of this file.
 """
 
 from __future__ import annotations
@@ -194,38 +194,41 @@ def levels_unet() -> UNet:
     return perturb_zero_init(unet(2, 3, channel_mult=(1, 2, 3), num_res_blocks=2)).eval()
 
 
-LEVEL_PAIRS = [(k, j) for k in range(3) for j in range(k + 1)]
+LEVEL_PAIRS = [(enter, leave) for enter in range(3) for leave in range(enter + 1)]
 
 
-@pytest.mark.parametrize(("k", "j"), LEVEL_PAIRS, ids=[f"enter{k}-leave{j}" for k, j in LEVEL_PAIRS])
-def test_the_unet_entered_at_level_k_and_left_at_level_j(k, j):
-    """A Flexi-UNet's use: a coarse input enters at level k (through an adapter from the stem's width)
-    and the output leaves at level j (through an adapter to the head's width), 2^(k-j) times larger.
-    Decoder levels below k have no skips: they run on zeros."""
+@pytest.mark.parametrize(("enter", "leave"), LEVEL_PAIRS, ids=[f"enter{e}-leave{lv}" for e, lv in LEVEL_PAIRS])
+def test_the_unet_entered_at_one_level_and_left_at_another(enter, leave):
+    """A Flexi-UNet's use: a coarse input enters at level l_in (through an adapter from the stem's width)
+    and the output leaves at level l_out <= l_in (through an adapter to the head's width), 2^(l_in - l_out)
+    times larger. Decoder levels below l_in have no skips: they run on zeros."""
     net = levels_unet()
     torch.manual_seed(2)
-    adapt_in = nn.Conv2d(net.entry_channels(0), net.entry_channels(k), 1)
-    adapt_out = nn.Conv2d(net.exit_channels(j), net.exit_channels(0), 1)
+    adapt_in = nn.Conv2d(net.entry_channels(0), net.entry_channels(enter), 1)
+    adapt_out = nn.Conv2d(net.exit_channels(leave), net.exit_channels(0), 1)
     x, t = torch.randn(2, 2, 8, 8), torch.rand(2)
+
+    def side(level: int) -> int:  # the resolution of a level, for an 8 x 8 input at level `enter`
+        return 8 * 2**enter // 2**level
+
     with torch.no_grad():
         emb = net.embed(t)
-        h, skips = net.encode(adapt_in(net.stem(x)), emb, level=k)
-        assert sorted(skips) == list(range(k, 3))
+        h, skips = net.encode(adapt_in(net.stem(x)), emb, level=enter)
+        assert sorted(skips) == list(range(enter, 3))
         for lvl, level_skips in skips.items():
-            side = 8 // 2 ** (lvl - k)
-            assert [s.shape for s in level_skips] == [(2, c, side, side) for c in net.encoder[lvl].skip_channels]
+            expected = [(2, c, side(lvl), side(lvl)) for c in net.encoder[lvl].skip_channels]
+            assert [s.shape for s in level_skips] == expected
         h = net.middle(h, emb)
-        out = net.decode(h, skips, emb, level=j)
-        side = 8 * 2 ** (k - j)
-        assert out.shape == (2, net.exit_channels(j), side, side)
-        assert net.head(adapt_out(out)).shape == (2, 3, side, side)
+        out = net.decode(h, skips, emb, level=leave)
+        assert out.shape == (2, net.exit_channels(leave), side(leave), side(leave))
+        assert net.head(adapt_out(out)).shape == (2, 3, side(leave), side(leave))
         nhwc = torch.channels_last  # the encoder's skips' memory format (another one changes the last bits)
-        zeros = {lvl: [torch.zeros(2, c, 8 * 2 ** (k - lvl), 8 * 2 ** (k - lvl)).contiguous(memory_format=nhwc)
-                       for c in net.encoder[lvl].skip_channels] for lvl in range(j, k)}  # fmt: skip
-        assert torch.equal(net.decode(h, skips | zeros, emb, level=j), out)
-        if j < k:  # the missing levels' skips are used, where given
+        zeros = {lvl: [torch.zeros(2, c, side(lvl), side(lvl)).contiguous(memory_format=nhwc)
+                       for c in net.encoder[lvl].skip_channels] for lvl in range(leave, enter)}  # fmt: skip
+        assert torch.equal(net.decode(h, skips | zeros, emb, level=leave), out)
+        if leave < enter:  # the missing levels' skips are used, where given
             ones = {lvl: [torch.ones_like(s) for s in level_skips] for lvl, level_skips in zeros.items()}
-            assert not torch.allclose(net.decode(h, skips | ones, emb, level=j), out)
+            assert not torch.allclose(net.decode(h, skips | ones, emb, level=leave), out)
 
 
 def test_the_unet_entered_and_left_at_level_0_is_its_forward():

@@ -1,12 +1,12 @@
 """DDPM/ADM-style U-Net: x_t and t in, a same-shaped map out. It knows nothing about noise.
 
-Level l of the U-Net works at resolution (H / 2^l, W / 2^l) with base_channels *
+Level l of the U-Net works at resolution (H / 2^l, W / 2^l) with C_l = base_channels *
 channel_mult[l] channels. Attention is placed by level index, not by pixel size, so one net
 runs at every resolution divisible by 2^(len(channel_mult) - 1).
 
-The net is built from per-level stages (`EncoderLevel`, `DecoderLevel`) that a caller may run
-from any level k to any level j through `UNet.embed`, `stem`, `encode`, `middle`, `decode` and
-`head` (see `UNet`); `forward` is their composition at k = j = 0.
+The net is built from per-level stages (`EncoderLevel`, `DecoderLevel`) that a caller may enter
+at any level l_in and leave at any level l_out through `UNet.embed`, `stem`, `encode`, `middle`,
+`decode` and `head` (see `UNet`); `forward` is their composition at l_in = l_out = 0.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class UNetBlock(nn.Module):
 
 
 class EncoderLevel(nn.Module):
-    """Level l on the way down, at (H/2^l, W/2^l): ``blocks`` (UNetBlocks to width c_l), then
+    """Level l on the way down, at (H/2^l, W/2^l): ``blocks`` (UNetBlocks to width C_l), then
     ``downsample`` to level l + 1 (None at the coarsest level).
 
     forward(h, emb) -> (h_out, skips): skips = [h, the output of each block] (the level's entry and
@@ -95,14 +95,14 @@ class EncoderLevel(nn.Module):
     def forward(self, h: Tensor, emb: Tensor) -> tuple[Tensor, list[Tensor]]:
         skips = [h]  # (B, c, H/2^l, W/2^l) each
         for block in self.blocks:
-            h = block(h, emb)  # (B, c_l, H/2^l, W/2^l)
+            h = block(h, emb)  # (B, C_l, H/2^l, W/2^l)
             skips.append(h)
         return (h if self.downsample is None else self.downsample(h)), skips
 
 
 class DecoderLevel(nn.Module):
     """Level l on the way up: ``blocks`` (one UNetBlock per skip of encoder level l, each taking
-    cat([h, skip]) and giving width c_l), then ``upsample`` to level l - 1 (None at level 0).
+    cat([h, skip]) and giving width C_l), then ``upsample`` to level l - 1 (None at level 0).
 
     ``skip_channels`` holds the width of each skip in the encoder's order (the blocks consume them
     last first), so that a level with no encoder counterpart can run on zeros of the right shape.
@@ -132,9 +132,9 @@ class DecoderLevel(nn.Module):
         if len(skips) != len(self.blocks):
             raise ValueError(f"expected {len(self.blocks)} skips at this level, got {len(skips)}")
         for block, skip in zip(self.blocks, reversed(skips), strict=True):
-            h = block(torch.cat([h, skip], dim=1), emb)  # (B, c_l, h_l, w_l)
+            h = block(torch.cat([h, skip], dim=1), emb)  # (B, C_l, h_l, w_l)
         if upsample and self.upsample is not None:
-            h = self.upsample(h)  # (B, c_l, 2 h_l, 2 w_l)
+            h = self.upsample(h)  # (B, C_l, 2 h_l, 2 w_l)
         return h
 
 
@@ -150,21 +150,22 @@ class UNet(nn.Module):
     format, the output is an ordinary contiguous NCHW tensor, and parameters keep the
     default layout (so state_dict tensors stay contiguous for safetensors).
 
-    Levels l = 0..L-1 (L = len(channel_mult)), level l at (H/2^l, W/2^l) with c_l = base_channels *
-    channel_mult[l] channels: ``encoder[l]`` is an `EncoderLevel`, ``decoder[str(l)]`` a `DecoderLevel`
-    (a ModuleDict keyed by level, filled coarsest first: the order the decoder runs and the order of
-    ``parameters()``). To enter at level k and leave at level j (k >= j: a coarser input than output):
+    Levels l = 0 .. l_max (l_max = len(channel_mult) - 1), level l at (H/2^l, W/2^l) with C_l =
+    base_channels * channel_mult[l] channels: ``encoder[l]`` is an `EncoderLevel`, ``decoder[str(l)]`` a
+    `DecoderLevel` (a ModuleDict keyed by level, filled coarsest first: the order the decoder runs and the
+    order of ``parameters()``). To enter at level l_in and leave at level l_out (l_in >= l_out: an input
+    2^(l_in - l_out) times coarser than the output):
 
         emb = net.embed(t, class_labels)                 # (B, 4 base)
-        h = net.stem(x)                                  # (B, base, ., .), channels_last
-        h = adapt_in(h)                                  # the caller's: base to entry_channels(k)
-        h, skips = net.encode(h, emb, level=k)           # encoder levels k..L-1; skips: {level: [...]}
-        h = net.decode(net.middle(h, emb), skips, emb, level=j)  # decoder levels L-1..j
-        h = adapt_out(h)                                 # the caller's: exit_channels(j) to exit_channels(0)
-        out = net.head(h)                                # (B, out_channels, 2^(k-j) ., 2^(k-j) .)
+        h = net.stem(x)                                  # (B, base, h, w), channels_last
+        h = adapt_in(h)                                  # the caller's: base to entry_channels(l_in)
+        h, skips = net.encode(h, emb, level=l_in)        # encoder levels l_in .. l_max; skips: {l: [...]}
+        h = net.decode(net.middle(h, emb), skips, emb, level=l_out)  # decoder levels l_max .. l_out
+        h = adapt_out(h)                                 # the caller's: exit_channels(l_out) to exit_channels(0)
+        out = net.head(h)                                # (B, out_channels, 2^(l_in - l_out) (h, w))
 
-    Decoder levels with no skips (levels below k) run on zero skips. ``forward`` is this at k = j = 0
-    with no adapters. State dicts saved before the net had levels (keys ``down.i``, ``up.i``) load:
+    Decoder levels with no skips (levels below l_in) run on zero skips. ``forward`` is this at l_in =
+    l_out = 0 with no adapters. State dicts saved before the net had levels (keys ``down.i``, ``up.i``) load:
     `remap_legacy_keys` renames them, on every ``load_state_dict`` (a pre-hook) and in
     `dimdiff.checkpoint.load_state_dict_strict`.
     """
@@ -193,7 +194,7 @@ class UNet(nn.Module):
         self.divisor = 2 ** (len(channel_mult) - 1)
         emb = 4 * base_channels
         block = dict(emb_channels=emb, num_heads=num_heads, dropout=dropout, scale_shift=scale_shift)
-        widths = [base_channels * mult for mult in channel_mult]  # c_l
+        widths = [base_channels * mult for mult in channel_mult]  # C_l
         attention = [level in attention_levels for level in range(len(channel_mult))]
 
         # Modules are made (seeded initial weights) and registered (parameter order, optimizer state)
@@ -233,15 +234,15 @@ class UNet(nn.Module):
 
     @property
     def levels(self) -> int:
-        """L, the number of levels (resolutions)."""
+        """l_max + 1, the number of levels (resolutions)."""
         return len(self.encoder)
 
     def entry_channels(self, level: int) -> int:
-        """The width of h that `encode` takes at ``level``: base for level 0, else c_{level-1}."""
+        """The width of h that `encode` takes at ``level`` l: base_channels for l = 0, else C_{l-1}."""
         return self.encoder[self._level(level)].in_channels
 
     def exit_channels(self, level: int) -> int:
-        """The width of h that `decode` returns when it leaves at ``level``: c_level."""
+        """The width of h that `decode` returns when it leaves at ``level`` l: C_l."""
         return self.decoder[str(self._level(level))].out_channels
 
     def embed(self, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
@@ -256,8 +257,8 @@ class UNet(nn.Module):
         return self.input_conv(x.contiguous(memory_format=torch.channels_last))
 
     def encode(self, h: Tensor, emb: Tensor, *, level: int = 0) -> tuple[Tensor, dict[int, list[Tensor]]]:
-        """Encoder levels ``level``..L-1 on h (B, entry_channels(level), ., .) at level ``level``'s resolution:
-        (h at level L-1, {l: level l's skips, in the encoder's order})."""
+        """Encoder levels ``level`` .. l_max on h (B, entry_channels(level), ., .) at level ``level``'s resolution:
+        (h (B, C_lmax, ., .) at level l_max, {l: level l's skips, in the encoder's order})."""
         if h.shape[1] != self.entry_channels(level):
             raise ValueError(f"expected h of {self.entry_channels(level)} channels to enter at level {level}, "
                              f"got {tuple(h.shape)}")
@@ -267,20 +268,20 @@ class UNet(nn.Module):
         return h, skips
 
     def middle(self, h: Tensor, emb: Tensor) -> Tensor:
-        """The bottleneck at level L-1: (B, c_{L-1}, ., .) -> same shape."""
+        """The bottleneck at level l_max: (B, C_lmax, ., .) -> same shape."""
         return self.mid_res(self.mid(h, emb), emb)
 
     def decode(self, h: Tensor, skips: Mapping[int, Sequence[Tensor]], emb: Tensor, *, level: int = 0) -> Tensor:
-        """Decoder levels L-1..``level`` on h (B, c_{L-1}, ., .), with ``skips`` as `encode` returns them (a level
+        """Decoder levels l_max .. ``level`` on h (B, C_lmax, ., .), with ``skips`` as `encode` returns them (a level
         missing from them runs on zeros; skips of levels below ``level`` are not used): (B, exit_channels(level),
         ., .) at level ``level``'s resolution, not upsampled past it."""
         self._level(level)
         for lvl in reversed(range(level, self.levels)):
-            h = self.decoder[str(lvl)](h, emb, skips.get(lvl), upsample=lvl > level)  # (B, c_lvl, ., .)
+            h = self.decoder[str(lvl)](h, emb, skips.get(lvl), upsample=lvl > level)  # (B, C_lvl, ., .)
         return h
 
     def head(self, h: Tensor) -> Tensor:
-        """(B, base, H, W) -> (B, out_channels, H, W), in h's memory format."""
+        """(B, C_0, H, W) -> (B, out_channels, H, W), in h's memory format."""
         return self.output_conv(F.silu(self.output_norm(h)))
 
     def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None, *,
@@ -288,7 +289,7 @@ class UNet(nn.Module):
         """x: (B, C, H, W); t: (B,) diffusion time in [0, 1]; class_labels: (B,) or None; out_size: None or (H, W)."""
         self._check_inputs(x, t, class_labels, out_size)
         emb = self.embed(t, class_labels)  # (B, E)
-        h, skips = self.encode(self.stem(x), emb)  # (B, c_{L-1}, H/2^(L-1), W/2^(L-1)), NHWC in memory
+        h, skips = self.encode(self.stem(x), emb)  # (B, C_lmax, H/2^lmax, W/2^lmax), NHWC in memory
         h = self.decode(self.middle(h, emb), skips, emb)  # (B, c_0, H, W)
         return self.head(h).contiguous()  # (B, out_channels, H, W), NCHW in memory
 
