@@ -18,6 +18,16 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def perturb_zero_init(net: torch.nn.Module) -> torch.nn.Module:
+    """Move every all-zero parameter of a net off zero: a fresh U-Net's zero-initialised output convs make it
+    ignore t, class labels and most of its paths by design."""
+    with torch.no_grad():
+        for p in net.parameters():
+            if torch.count_nonzero(p) == 0:
+                p.normal_(0.0, 0.05)
+    return net
+
+
 class GaussianData:
     """x0 ~ N(mu, Sigma) on images of shape (C, H, W); E[x0 | x_t] in closed form."""
 

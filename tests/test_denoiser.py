@@ -14,7 +14,8 @@ from dimdiff.process.stages import Stages, Window
 
 
 class Affine(torch.nn.Module):
-    """A net with no noise math: out = w * x + b * t (any state shape), optionally with extra channels."""
+    """A net with no noise math: out = w * x + b * t (any state shape, output at the input's size), optionally
+    with extra channels."""
 
     def __init__(self, extra_channels: int = 0) -> None:
         super().__init__()
@@ -22,9 +23,13 @@ class Affine(torch.nn.Module):
         self.b = torch.nn.Parameter(torch.tensor(0.2))
         self.extra = extra_channels
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, *, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        assert out_size in (None, tuple(x.shape[-2:]))
         out = self.w * x + self.b * t.reshape(-1, 1, 1, 1)
         return torch.cat([out, out[:, : self.extra]], dim=1) if self.extra else out
+
+    def out_sizes(self, in_size: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+        return (in_size,)
 
 
 PROCESSES = {

@@ -1,11 +1,15 @@
-"""Tests of the DDPM/ADM-style U-Net: shapes, errors, parameter counts, init, gradients."""
+"""Tests of the DDPM/ADM-style U-Net: errors, parameter counts, init, class labels, checkpoints of the flat U-Net,
+networks per stage. What every net must do (output sizes, determinism, memory format, time, gradients, refused
+sizes) and the U-Net's levels are checked in tests/contracts/test_net_contract.py."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+from conftest import perturb_zero_init
 
 from dimdiff.nets.layers import num_groups, timestep_embedding
 from dimdiff.nets.unet import UNET_PRESETS, UNet, num_parameters
@@ -21,30 +25,6 @@ def perturb_output_conv(net: UNet) -> None:
     with torch.no_grad():
         net.output_conv.weight.normal_(0.0, 0.05)
         net.output_conv.bias.normal_(0.0, 0.05)
-
-
-def perturb_zero_init(net: UNet) -> None:
-    """Move every all-zero parameter off zero: a fresh net ignores t and labels by design."""
-    with torch.no_grad():
-        for p in net.parameters():
-            if torch.count_nonzero(p) == 0:
-                p.normal_(0.0, 0.05)
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("size", [(8, 8), (16, 16), (32, 32), (16, 32)])
-def test_output_shape(channels: int, size: tuple[int, int]) -> None:
-    torch.manual_seed(0)
-    net = small_unet(channels)
-    x = torch.randn(2, channels, *size)
-    y = net(x, torch.rand(2))
-    assert y.shape == x.shape
-    assert y.is_contiguous()
-
-
-def test_output_channels_may_differ_from_input() -> None:
-    net = small_unet(3, out_channels=6)
-    assert net(torch.randn(2, 3, 8, 8), torch.rand(2)).shape == (2, 6, 8, 8)
 
 
 @pytest.mark.parametrize("size", [(12, 16), (16, 6)])
@@ -126,27 +106,6 @@ def test_class_labels_errors() -> None:
         small_unet()(x, t, torch.tensor([0, 1]))
 
 
-def test_eval_mode_is_deterministic_and_batch_independent() -> None:
-    torch.manual_seed(0)
-    net = small_unet(3, dropout=0.5).eval()
-    perturb_zero_init(net)
-    x, t = torch.randn(3, 3, 16, 16), torch.rand(3)
-    with torch.no_grad():
-        y = net(x, t)
-        assert torch.equal(y, net(x, t))
-        torch.testing.assert_close(net(x[1:2], t[1:2]), y[1:2], rtol=1e-4, atol=1e-5)
-
-
-def test_output_depends_on_time() -> None:
-    torch.manual_seed(0)
-    net = small_unet().eval()
-    perturb_zero_init(net)
-    x = torch.randn(1, 1, 8, 8).expand(2, -1, -1, -1)
-    with torch.no_grad():
-        y = net(x, torch.tensor([0.1, 0.9]))
-    assert not torch.allclose(y[0], y[1])
-
-
 @pytest.mark.parametrize("dim", [2, 7, 32, 33])
 def test_timestep_embedding_is_the_closed_form(dim: int) -> None:
     """[sin(t w_i), cos(t w_i)], w_i = 10000^(-i / (k - 1)), k = dim // 2, then one zero for an odd dim."""
@@ -168,15 +127,88 @@ def test_num_groups_divides_channels(channels: int, groups: int) -> None:
     assert num_groups(channels) == groups
 
 
-def test_input_memory_format_does_not_matter() -> None:
+# ----------------------------------------------------------------------------- checkpoints of the flat U-Net
+# The flat U-Net (before levels) named its blocks and resamplers down.i and up.i, in the order it ran them.
+# small_unet(): 3 levels, 1 ResBlock per level on the way down, 2 on the way up.
+FLAT_NAMES = {
+    "encoder.0.blocks.0": "down.0", "encoder.0.downsample": "down.1", "encoder.1.blocks.0": "down.2",
+    "encoder.1.downsample": "down.3", "encoder.2.blocks.0": "down.4",
+    "decoder.2.blocks.0": "up.0", "decoder.2.blocks.1": "up.1", "decoder.2.upsample": "up.2",
+    "decoder.1.blocks.0": "up.3", "decoder.1.blocks.1": "up.4", "decoder.1.upsample": "up.5",
+    "decoder.0.blocks.0": "up.6", "decoder.0.blocks.1": "up.7",
+}  # fmt: skip
+
+
+def flat_state(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """small_unet()'s state dict (at ``prefix``) under the flat U-Net's key names."""
+
+    def flat(key: str) -> str:
+        if not key.startswith(prefix):
+            return key
+        module, _, name = key[len(prefix) :].rpartition(".")
+        while module and module not in FLAT_NAMES:
+            module, _, head = module.rpartition(".")
+            name = f"{head}.{name}"
+        return f"{prefix}{FLAT_NAMES[module]}.{name}" if module else key
+
+    return {flat(key): value for key, value in state.items()}
+
+
+def test_the_flat_unets_parameter_order_is_kept():
+    """Optimizer state is saved by parameter position: the levels register in the flat net's order."""
+    names = list(flat_state(dict(small_unet().named_parameters())))
+    sections = [n.split(".")[0] for n in names]
+    assert list(dict.fromkeys(sections)) == ["time_embed", "input_conv", "down", "mid", "mid_res", "up",
+                                             "output_norm", "output_conv"]  # fmt: skip
+    for section in ("down", "up"):
+        indices = [int(n.split(".")[1]) for n in names if n.startswith(f"{section}.")]
+        assert indices == sorted(indices) and set(indices) == set(range(indices[-1] + 1))
+
+
+def test_a_flat_unets_state_dict_loads_and_gives_the_same_output():
     torch.manual_seed(0)
-    net = small_unet(3).eval()
+    net = small_unet().eval()
     perturb_zero_init(net)
-    x, t = torch.randn(2, 3, 16, 16), torch.rand(2)
+    old = flat_state(net.state_dict())
+    assert any(k.startswith("down.") for k in old) and not any(k.startswith(("encoder", "decoder")) for k in old)
+    torch.manual_seed(1)
+    fresh = small_unet().eval()
+    fresh.load_state_dict(old)  # strict
+    x, t = torch.randn(2, 1, 8, 8), torch.rand(2)
     with torch.no_grad():
-        y = net(x, t)
-        y_nhwc = net(x.contiguous(memory_format=torch.channels_last), t)
-    torch.testing.assert_close(y_nhwc, y)
+        assert torch.equal(fresh(x, t), net(x, t))
+    ema = copy.deepcopy(small_unet()).eval()  # the trainer's EMA model is a deep copy: the hook moves with it
+    ema.load_state_dict(old)
+    with torch.no_grad():
+        assert torch.equal(ema(x, t), net(x, t))
+
+
+def test_a_flat_state_dict_loads_into_nets_nested_in_a_staged_net(tmp_path):
+    from safetensors.torch import save_file
+
+    from dimdiff.checkpoint import CheckpointError, load_state_dict_strict
+    from dimdiff.nets.staged import StagedNet
+
+    torch.manual_seed(0)
+    staged = StagedNet([small_unet(), small_unet()], heights=(8, 4)).eval()
+    for net in staged.nets:
+        perturb_zero_init(net)
+    old = flat_state(flat_state(staged.state_dict(), "nets.0."), "nets.1.")
+    assert any(k.startswith("nets.1.up.7.") for k in old)
+    x, t = torch.randn(2, 1, 8, 8), torch.rand(2)
+    for load in ("load_state_dict", "load_state_dict_strict"):
+        fresh = StagedNet([small_unet(), small_unet()], heights=(8, 4)).eval()
+        if load == "load_state_dict":
+            fresh.load_state_dict(old)
+        else:
+            save_file(old, str(tmp_path / "model.safetensors"))
+            load_state_dict_strict(fresh, tmp_path / "model.safetensors")
+        with torch.no_grad():
+            assert torch.equal(fresh(x, t), staged(x, t))
+    old["nets.0.down.99.res.conv1.bias"] = old.pop("nets.0.down.4.res.conv1.bias")  # another architecture's key
+    save_file(old, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"missing \(1\): nets\.0\.encoder\.2\.blocks\.0\.res\.conv1\.bias"):
+        load_state_dict_strict(fresh, tmp_path / "model.safetensors")
 
 
 # ----------------------------------------------------------------------------- networks per stage

@@ -160,11 +160,13 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_state_dict_strict(model: nn.Module, file: str | Path) -> None:
     """Load safetensors weights, refusing anything but an exact fit with a message that
-    says which keys are missing, unexpected or of another shape."""
+    says which keys are missing, unexpected or of another shape. Keys saved under an older
+    layout are renamed first by every submodule that defines ``remap_legacy_keys(state, prefix)``."""
     file = Path(file)
     if not file.is_file():
         raise CheckpointError(f"weights file {file} does not exist")
     state = load_file(str(file))
+    remap_legacy_keys(model, state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -177,6 +179,14 @@ def load_state_dict_strict(model: nn.Module, file: str | Path) -> None:
                 lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:5]) + (" ..." if len(items) > 5 else ""))
         raise CheckpointError("\n".join(lines))
     model.load_state_dict(state)
+
+
+def remap_legacy_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Rename, in place, the keys of ``state`` (for ``model``) that its submodules saved under an older layout."""
+    for name, module in model.named_modules():
+        remap = getattr(module, "remap_legacy_keys", None)
+        if callable(remap):
+            remap(state, f"{name}." if name else "")
 
 
 def load_codec_state(path: str | Path) -> dict[str, torch.Tensor]:

@@ -1,6 +1,8 @@
 """A network made into a denoiser: it owns the x0 estimate for sampling and the loss for training.
 
-    output = c_out * net(x_t / c_in, t)       c_in = c_out = process.state_scale(t) in pixel units, else 1
+    output = c_out * net(x_t / c_in, t, out_size=(h', w'))
+                          c_in = c_out = process.state_scale(t) in pixel units, else 1
+                          (C', h', w') = head.output_shape(process.target_shape_at(t)), the shape output must have
     forward(x_t, t)       -> head.x0_estimate(process, x_t, output, t), clipped to the data range
     loss(x0, t, noise)    -> head.loss(process, x0, x_t, t, noise, output), x_t = forward_sample(x0, t, noise)
 
@@ -27,7 +29,7 @@ __all__ = ["Denoiser"]
 class Denoiser(nn.Module):
     def __init__(
         self,
-        net: nn.Module,                        # (x, t) -> output; x (B, C, h, w), t (B,) float32 in [0, 1]
+        net: nn.Module,                        # a `nets.base.Net`: (x, t, *, out_size) -> output
         process: DiffusionProcess,             # the forward process and its reverse step
         head: Head,                            # output format, x0 estimate and loss
         *,
@@ -48,23 +50,19 @@ class Denoiser(nn.Module):
     def net_output(self, x_t: Tensor, t: Tensor) -> Tensor:
         """The network's output for x_t (B, C, h, w) at times t (B,), in float32 and the state's units."""
         t0 = float(t.reshape(-1)[0])  # a batch holds one resolution level: its first time stands for all
+        expected = (x_t.shape[0], *self.head.output_shape(self.process.target_shape_at(t0)))  # (B, C_out, h', w')
         scale = self.process.state_scale(t0) if self.pixel_units else 1.0
         x_in = x_t * (1.0 / scale) if scale != 1.0 else x_t
         if self.channels_last:
             x_in = x_in.contiguous(memory_format=torch.channels_last)
         context = torch.autocast(x_t.device.type, self.autocast) if self.autocast else contextlib.nullcontext()
         with context:
-            out = self.net(x_in, t.to(torch.float32))  # (B, C_out, h', w')
+            out = self.net(x_in, t.to(torch.float32), out_size=expected[-2:])  # (B, C_out, h', w')
         out = out * scale if scale != 1.0 else out
-        self._check_output(out, x_t, t0)
-        return out.float()
-
-    def _check_output(self, out: Tensor, x_t: Tensor, t0: float) -> None:
-        target = self.process.target_shape_at(t0)
-        expected = (x_t.shape[0], *self.head.output_shape(target))
         if tuple(out.shape) != expected:
             raise ValueError(f"the network's output for a state of shape {tuple(x_t.shape)}: expected shape "
                              f"{expected}, got {tuple(out.shape)} (a net built for another process or head?)")
+        return out.float()
 
     def forward(self, x_t: Tensor, t: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """The x0 estimate (B, *process.target_shape_at(t)) at x_t, t (B,)."""

@@ -6,8 +6,8 @@ samplers take one t per step). Besides a plain shared network, which needs no wr
 - one network per level, each trained only on its level's times.
 The level is read from the input's height (``heights[k]``, from the process's `net_shapes`), not
 from t: at a turning point the state is already at the finer resolution, and t in float32 may round
-to either side of the boundary. The module keeps the (x, t) -> output signature of a plain network;
-any scaling of the state (pixel units) is the denoiser's (`nets.denoiser`).
+to either side of the boundary. The module is a `nets.base.Net` like the networks it routes to (the
+output size is theirs to check); any scaling of the state (pixel units) is the denoiser's (`nets.denoiser`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from dimdiff.nets.base import Size
 
 __all__ = ["StagedNet"]
 
@@ -52,11 +54,21 @@ class StagedNet(nn.Module):
         """Whether a batch leaves some parameters without gradient (one net per level): DDP must look for them."""
         return self.per_stage
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """x: (B, C, h_k, w_k) at level k; t: (B,) times of that one level."""
+    def net_at(self, k: int) -> nn.Module:
+        """The network that runs level k's batches."""
+        return self.nets[k] if self.per_stage else self.nets[0]
+
+    def forward(self, x: Tensor, t: Tensor, *, out_size: Size | None = None) -> Tensor:
+        """x: (B, C, h_k, w_k) at level k; t: (B,) times of that one level; out_size: passed to level k's net."""
         k = self.stage_of(x)
-        net = self.nets[k] if self.per_stage else self.nets[0]
+        net = self.net_at(k)
         if not self.tell_stage:
-            return net(x, t)
+            return net(x, t, out_size=out_size)
         labels = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
-        return net(x, t, class_labels=labels)
+        return net(x, t, class_labels=labels, out_size=out_size)
+
+    def out_sizes(self, in_size: Size) -> tuple[Size, ...]:
+        """Level k's net's output sizes for an input of height heights[k]; () for any other height."""
+        if in_size[0] not in self.heights:
+            return ()
+        return self.net_at(self.heights.index(in_size[0])).out_sizes(in_size)
