@@ -219,16 +219,20 @@ def test_the_unet_entered_at_one_level_and_left_at_another(enter, leave):
             expected = [(2, c, side(lvl), side(lvl)) for c in net.encoder[lvl].skip_channels]
             assert [s.shape for s in level_skips] == expected
         h = net.middle(h, emb)
-        out = net.decode(h, skips, emb, level=leave)
+
+        def copied(more: dict) -> dict:  # decode consumes the skips it uses
+            return {lvl: list(level_skips) for lvl, level_skips in (skips | more).items()}
+
+        out = net.decode(h, copied({}), emb, level=leave)
         assert out.shape == (2, net.exit_channels(leave), side(leave), side(leave))
         assert net.head(adapt_out(out)).shape == (2, 3, side(leave), side(leave))
         nhwc = torch.channels_last  # the encoder's skips' memory format (another one changes the last bits)
         zeros = {lvl: [torch.zeros(2, c, side(lvl), side(lvl)).contiguous(memory_format=nhwc)
                        for c in net.encoder[lvl].skip_channels] for lvl in range(leave, enter)}  # fmt: skip
-        assert torch.equal(net.decode(h, skips | zeros, emb, level=leave), out)
+        assert torch.equal(net.decode(h, copied(zeros), emb, level=leave), out)
         if leave < enter:  # the missing levels' skips are used, where given
             ones = {lvl: [torch.ones_like(s) for s in level_skips] for lvl, level_skips in zeros.items()}
-            assert not torch.allclose(net.decode(h, skips | ones, emb, level=leave), out)
+            assert not torch.allclose(net.decode(h, copied(ones), emb, level=leave), out)
 
 
 def test_the_unet_entered_and_left_at_level_0_is_its_forward():
@@ -238,6 +242,7 @@ def test_the_unet_entered_and_left_at_level_0_is_its_forward():
         emb = net.embed(t)
         h, skips = net.encode(net.stem(x), emb)
         out = net.head(net.decode(net.middle(h, emb), skips, emb))
+        assert skips == {}  # consumed: each skip freed once used
         assert torch.equal(out, net(x, t))
 
 
