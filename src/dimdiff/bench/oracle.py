@@ -20,6 +20,7 @@ independent.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from dimdiff.bench.registry import REFERENCE_KEY, BenchMethod, data_channels
 from dimdiff.build import build_process, data_shape, fit_process, run_sampler
 from dimdiff.config import config_to_dict
 from dimdiff.metrics.frechet import feature_statistics, frechet_distance_eig
+from dimdiff.process.base import DiffusionProcess
 from dimdiff.process.parameterization import Parameterization
 
 __all__ = ["OracleOptions", "OracleRow", "GaussianImages", "stationary_images", "oracle_denoiser",
@@ -96,19 +98,25 @@ def _matrix(linear: Callable[[Tensor], Tensor], d: int, shape: tuple[int, int, i
     return linear(basis).reshape(d, -1).T
 
 
-def oracle_denoiser(process: Any, data: GaussianImages) -> Callable[[Tensor, Tensor], Tensor]:
-    """denoiser(z_t, t) = E[z0 | z_t] for ``data`` under ``process`` (one t per batch), float64."""
+def oracle_denoiser(process: DiffusionProcess, data: GaussianImages) -> Callable[[Tensor, Tensor], Tensor]:
+    """denoiser(z_t, t) = E[z0 | z_t] for ``data`` under ``process`` (one t per batch), float64. The process
+    is read through its linear maps alone, z_t = M x0 + N n (so any linear-Gaussian process, whatever its
+    noise covariance N N^T), and the x0 target z0 = T x0."""
     d = data.mean.numel()
     cache: dict[float, tuple[Tensor, Tensor]] = {}
 
     def operators(t: float) -> tuple[Tensor, Tensor]:
         if t not in cache:
+            state = process.shape_at(t)
+            d_k = math.prod(state)
             tt = torch.full((d,), t, dtype=torch.float64)
-            zeros = torch.zeros((d, *process.shape_at(t)), dtype=torch.float64)
+            zeros = torch.zeros((d, *state), dtype=torch.float64)
             M = _matrix(lambda x: process.forward_sample(x, tt, zeros), d, data.shape)  # (d_k, d)
             T = _matrix(lambda x: process.training_target(x, zeros, tt, Parameterization.X0), d, data.shape)
-            sigma2 = float(process.schedule.sigma(torch.tensor(t, dtype=torch.float64))) ** 2
-            S = M @ data.cov @ M.T + sigma2 * torch.eye(M.shape[0], dtype=torch.float64)
+            no_x0 = torch.zeros((d_k, *data.shape), dtype=torch.float64)
+            tk = torch.full((d_k,), t, dtype=torch.float64)
+            N = _matrix(lambda n: process.forward_sample(no_x0, tk, n), d_k, state)  # (d_k, d_k)
+            S = M @ data.cov @ M.T + N @ N.T
             gain = torch.linalg.solve(S, M @ data.cov @ T.T).T  # T C M^T S^-1, (d_k, d_k)
             cache[t] = (gain, T @ data.mean - gain @ (M @ data.mean))
         return cache[t]
