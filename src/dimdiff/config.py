@@ -75,14 +75,14 @@ class ModelConfig:
     pixel_units: bool = True
 
     def __post_init__(self) -> None:
-        _check(not (self.stage_embedding and self.per_stage_nets), "model.stage_embedding",
+        check_option(not (self.stage_embedding and self.per_stage_nets), "model.stage_embedding",
                "false with model.per_stage_nets = true (each stage's own net already knows its stage)",
                self.stage_embedding)  # fmt: skip
-        _check(self.base_channels >= 1, "model.base_channels", "an integer >= 1", self.base_channels)
-        _check(len(self.channel_mult) >= 1 and min(self.channel_mult) >= 1, "model.channel_mult",
+        check_option(self.base_channels >= 1, "model.base_channels", "an integer >= 1", self.base_channels)
+        check_option(len(self.channel_mult) >= 1 and min(self.channel_mult) >= 1, "model.channel_mult",
                "a non-empty list of integers >= 1", list(self.channel_mult))  # fmt: skip
-        _check(self.num_res_blocks >= 1, "model.num_res_blocks", "an integer >= 1", self.num_res_blocks)
-        _check(0.0 <= self.dropout < 1.0, "model.dropout", "a value in [0, 1)", self.dropout)
+        check_option(self.num_res_blocks >= 1, "model.num_res_blocks", "an integer >= 1", self.num_res_blocks)
+        check_option(0.0 <= self.dropout < 1.0, "model.dropout", "a value in [0, 1)", self.dropout)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class ProcessConfig:
     options: ProcessOptions | None = None
 
     def __post_init__(self) -> None:
-        _check(self.num_steps >= 1, "process.num_steps", "an integer >= 1", self.num_steps)
+        check_option(self.num_steps >= 1, "process.num_steps", "an integer >= 1", self.num_steps)
         _fill_options(self, PROCESSES[process_kind(self.kind)], "process")
 
 
@@ -130,8 +130,8 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes
 
     def __post_init__(self) -> None:
-        _check(self.resolution >= 4, "data.resolution", "an integer >= 4", self.resolution)
-        _check(self.channels in (None, 1, 3), "data.channels", "1, 3 or unset", self.channels)
+        check_option(self.resolution >= 4, "data.resolution", "an integer >= 4", self.resolution)
+        check_option(self.channels in (None, 1, 3), "data.channels", "1, 3 or unset", self.channels)
 
 
 @dataclass(frozen=True)
@@ -163,13 +163,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_last", "log_every", "sample_n"):
-            _check(getattr(self, key) >= 1, f"train.{key}", "an integer >= 1", getattr(self, key))
-        _check(self.lr > 0, "train.lr", "a value > 0", self.lr)
-        _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "a value in [0, 1)", self.ema_decay)
-        _check(self.threads >= 0, "train.threads", "an integer >= 0", self.threads)
-        _check(self.min_snr_gamma > 0, "train.min_snr_gamma", "a value > 0", self.min_snr_gamma)
-        _check(self.complexity_lambda >= 0, "train.complexity_lambda", "a value >= 0", self.complexity_lambda)
-        _check(self.batch_size % self.grad_accum == 0, "train.batch_size",
+            check_option(getattr(self, key) >= 1, f"train.{key}", "an integer >= 1", getattr(self, key))
+        check_option(self.lr > 0, "train.lr", "a value > 0", self.lr)
+        check_option(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "a value in [0, 1)", self.ema_decay)
+        check_option(self.threads >= 0, "train.threads", "an integer >= 0", self.threads)
+        check_option(self.min_snr_gamma > 0, "train.min_snr_gamma", "a value > 0", self.min_snr_gamma)
+        check_option(self.complexity_lambda >= 0, "train.complexity_lambda", "a value >= 0", self.complexity_lambda)
+        check_option(self.batch_size % self.grad_accum == 0, "train.batch_size",
                f"a multiple of train.grad_accum = {self.grad_accum}", self.batch_size)  # fmt: skip
 
 
@@ -188,13 +188,13 @@ class SampleConfig:
     corrector_snr: float = 0.1  # target signal-to-noise ratio r that sets the Langevin step size
 
     def __post_init__(self) -> None:
-        _check(self.steps >= 1, "sample.steps", "an integer >= 1", self.steps)
-        _check(0 <= self.eta <= 1, "sample.eta", "a value in [0, 1] (1 is the DDPM posterior)", self.eta)
-        _check(0 < self.min_step <= self.max_step, "sample.min_step",
+        check_option(self.steps >= 1, "sample.steps", "an integer >= 1", self.steps)
+        check_option(0 <= self.eta <= 1, "sample.eta", "a value in [0, 1] (1 is the DDPM posterior)", self.eta)
+        check_option(0 < self.min_step <= self.max_step, "sample.min_step",
                f"a value in (0, sample.max_step = {self.max_step}]", self.min_step)  # fmt: skip
-        _check(self.base_step > 0, "sample.base_step", "a value > 0", self.base_step)
-        _check(self.corrector_steps >= 0, "sample.corrector_steps", "an integer >= 0", self.corrector_steps)
-        _check(self.corrector_snr > 0, "sample.corrector_snr", "a value > 0", self.corrector_snr)
+        check_option(self.base_step > 0, "sample.base_step", "a value > 0", self.base_step)
+        check_option(self.corrector_steps >= 0, "sample.corrector_steps", "an integer >= 0", self.corrector_steps)
+        check_option(self.corrector_snr > 0, "sample.corrector_snr", "a value > 0", self.corrector_snr)
 
 
 @dataclass(frozen=True)
@@ -207,14 +207,14 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self) -> None:
-        _check(self.sample.steps <= self.process.num_steps, "sample.steps",
+        check_option(self.sample.steps <= self.process.num_steps, "sample.steps",
                f"at most process.num_steps = {self.process.num_steps}", self.sample.steps)  # fmt: skip
         staged = self.process.options.num_levels() > 1  # the state changes resolution
         one_level = f"for this process (process.kind = {self.process.kind.value}: its state keeps one resolution)"
         for key, on in (("model.stage_embedding", self.model.stage_embedding),
                         ("model.per_stage_nets", self.model.per_stage_nets)):  # fmt: skip
-            _check(staged or not on, key, f"false {one_level}", on)
-        _check(staged or self.sample.corrector_steps == 0, "sample.corrector_steps",
+            check_option(staged or not on, key, f"false {one_level}", on)
+        check_option(staged or self.sample.corrector_steps == 0, "sample.corrector_steps",
                f"0 {one_level}", self.sample.corrector_steps)  # fmt: skip
 
 
@@ -222,9 +222,6 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig, "process": ProcessConfig, "codec": CodecConfig, "data": DataConfig, "train": TrainConfig,
     "sample": SampleConfig,
 }  # fmt: skip
-
-
-_check = check_option
 
 
 # Sections whose `kind` picks a row of a registry: the row's options class holds the kind's own keys,
