@@ -52,6 +52,7 @@ from dimdiff.train.distributed import (
 )
 from dimdiff.train.ema import EMA
 from dimdiff.train.logging import MetricsLog
+from dimdiff.train.run_folder import resume_path
 
 __all__ = ["TrainingError", "TrainResult", "train", "resolve_device"]
 
@@ -104,29 +105,6 @@ def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, d
     generator.set_state(state["generator"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _resume_path(resume: str | None, out_dir: Path) -> Path | None:
-    """The checkpoint to start from; never one that would make this run overwrite or prune
-    checkpoints of a different (or later) run already in ``out_dir``."""
-    found = ckpt.list_checkpoints(out_dir)
-    if resume is None:
-        if found:
-            raise ckpt.CheckpointError(
-                f"{out_dir} already holds checkpoints up to {found[-1].name}: pass --resume auto to continue "
-                f"that run, or choose another train.out_dir"
-            )
-        return None
-    if resume == "auto":
-        return found[-1] if found else None
-    start = ckpt.find_checkpoint(resume)
-    newer = [p for p in found if ckpt.read_checkpoint_info(p).step > ckpt.read_checkpoint_info(start).step]
-    if newer:
-        raise ckpt.CheckpointError(
-            f"cannot resume from {start} into {out_dir}: it holds later checkpoints ({newer[-1].name}) that this "
-            f"run would overwrite; resume from the newest (--resume auto) or choose another train.out_dir"
-        )
-    return start
 
 
 def train(config: Config, *, resume: str | None = None, progress: bool = True, echo: Any = print) -> TrainResult:
@@ -293,7 +271,7 @@ def _train_step(run: _Run, model: nn.Module, denoiser: Denoiser, batches: Any) -
 def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: str | None,
            progress: bool, echo: Any) -> TrainResult:  # fmt: skip
     tc, main, out_dir = config.train, dist_info.is_main, Path(config.train.out_dir)
-    start = _resume_path(resume, out_dir)
+    start = resume_path(resume, out_dir)
     run, dataset = _build(config, device, dist_info, start)
     if main and start is None:
         _report_fit(config.process.options, run.config.process.options, echo)
