@@ -160,6 +160,8 @@ class TrainConfig:
     sample_every: int = 0  # steps between sample grids (0 = only at the end)
     log_every: int = 10  # steps between JSONL metric lines
     sample_n: int = 64  # images in each sample grid
+    divergence_factor: float = 20.0  # a loss above this x its running median diverges (0 = no divergence guard)
+    divergence_patience: int = 10  # diverging steps in a row that stop the run
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_last", "log_every", "sample_n"):
@@ -167,6 +169,10 @@ class TrainConfig:
         check_option(self.lr > 0, "train.lr", "a value > 0", self.lr)
         check_option(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "a value in [0, 1)", self.ema_decay)
         check_option(self.threads >= 0, "train.threads", "an integer >= 0", self.threads)
+        check_option(self.divergence_factor == 0 or self.divergence_factor > 1, "train.divergence_factor",
+                     "0 (off) or a value > 1", self.divergence_factor)  # fmt: skip
+        check_option(self.divergence_patience >= 1, "train.divergence_patience", "an integer >= 1",
+                     self.divergence_patience)  # fmt: skip
         check_option(self.min_snr_gamma > 0, "train.min_snr_gamma", "a value > 0", self.min_snr_gamma)
         check_option(self.complexity_lambda >= 0, "train.complexity_lambda", "a value >= 0", self.complexity_lambda)
         check_option(self.batch_size % self.grad_accum == 0, "train.batch_size",

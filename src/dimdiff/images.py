@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,16 +77,15 @@ def save_npz(path: str | Path, images: torch.Tensor) -> Path:
     return path
 
 
-def plot_loss_curve(metrics_path: str | Path, out_path: str | Path) -> Path | None:
-    """Loss against step from a metrics JSONL file; None when it holds no loss yet."""
+def plot_loss_curve(records: Sequence[dict[str, Any]], out_path: str | Path) -> Path | None:
+    """Loss against step from metrics records (`train.logging.read_metrics`); None when they hold no loss yet."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps, losses = [], []
-    for line in Path(metrics_path).read_text().splitlines():
-        record = json.loads(line)
+    for record in records:
         if "loss" in record and "step" in record:
             steps.append(record["step"])
             losses.append(record["loss"])

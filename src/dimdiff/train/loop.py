@@ -50,15 +50,13 @@ from dimdiff.train.distributed import (
     setup_distributed,
     teardown_distributed,
 )
+from dimdiff.train.divergence import DivergenceGuard
 from dimdiff.train.ema import EMA
-from dimdiff.train.logging import MetricsLog
-from dimdiff.train.run_folder import resume_path
+from dimdiff.train.errors import TrainingError
+from dimdiff.train.logging import MetricsLog, read_metrics
+from dimdiff.train.run_folder import resume_path, run_lock
 
 __all__ = ["TrainingError", "TrainResult", "train", "resolve_device"]
-
-
-class TrainingError(RuntimeError):
-    """Training stopped (a non-finite loss, say); the last good checkpoint is intact."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +113,8 @@ def train(config: Config, *, resume: str | None = None, progress: bool = True, e
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        lock = run_lock(Path(config.train.out_dir)) if dist_info.is_main else contextlib.nullcontext()
+        with lock, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             return _train(config, device, dist_info, resume, progress, echo)
     finally:
         teardown_distributed(dist_info)
@@ -285,7 +284,7 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
     model: nn.Module = DistributedDataParallel(run.net, **ddp) if dist_info.enabled else run.net
     denoiser = build_denoiser(config, torch.compile(model) if tc.compile else model, run.process,
                               autocast=_autocast_dtype(tc.precision, device))  # fmt: skip
-    log = MetricsLog(out_dir / "metrics.jsonl", resume_step=run.step if start is not None else None) if main else None
+    log = MetricsLog(out_dir / "metrics.jsonl", run.step if start is not None else None, echo) if main else None
     if main:
         (out_dir / "config.json").write_text(dumps(config))
         skipped = list(getattr(dataset, "skipped", []))
@@ -294,15 +293,19 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
             log.write({"step": run.step, "skipped_files": len(skipped), "skipped": skipped[:100]})  # type: ignore[union-attr]
 
     last_ckpt, losses, batches = start, [], iter(run.stream)
+    guard = DivergenceGuard(tc.divergence_factor, tc.divergence_patience)
     bar = tqdm(total=tc.steps, initial=run.step, disable=not (progress and main), desc="train", dynamic_ncols=True)
     t_last, step_last = time.perf_counter(), run.step
     while run.step < tc.steps:
         step_before = run.step
         loss, parts, grad_norm = _train_step(run, model, denoiser, batches)
         if run.step == step_before:  # a non-finite loss, or gradients without fp16 scaling
-            where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+            good = guard.last_good(guard.began or step_before + 1, start)
+            where = f"the last good checkpoint is {good}" if good else "no checkpoint predates it"
             what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm} (loss {loss})"
             raise TrainingError(f"{what}, not finite, at step {step_before + 1}; training stopped, {where}")
+        if guard.factor > 0 and reduce_flag(guard.update(run.step, loss), run.dist, run.device):
+            raise TrainingError(guard.message(guard.last_good(guard.began, start)))
         losses.append(loss)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
@@ -313,7 +316,10 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
             log.write({"step": step, "loss": loss, **parts, "grad_norm": grad_norm,
                        "lr": run.optimizer.param_groups[0]["lr"], "steps_per_s": rate})  # fmt: skip
         if step % tc.checkpoint_every == 0 or step == tc.steps:
-            last_ckpt = _save(run, out_dir) or last_ckpt
+            saved = _save(run, out_dir)
+            if saved is not None:
+                last_ckpt = saved
+                guard.saved(step, saved)
         if main and tc.sample_every and step % tc.sample_every == 0 and step != tc.steps:
             _sample_grid(run, run.ema.model, out_dir / "samples" / f"step_{step:08d}.png")
     bar.close()
@@ -332,7 +338,7 @@ def _finish(run: _Run, out_dir: Path, log: MetricsLog | None, losses: list[float
                 raise TrainingError(f"ranks hold different weights after training: {checksums}")
         path = out_dir / "samples" / f"step_{run.step:08d}.png"
         grid = _sample_grid(run, run.ema.model, path)
-        loss_plot = plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png") if losses else None
+        loss_plot = plot_loss_curve(read_metrics(log.path), out_dir / "loss.png") if losses else None
     return TrainResult(out_dir, last_ckpt, run.step, losses, grid, loss_plot)
 
 
