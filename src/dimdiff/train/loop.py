@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ from dimdiff.train.distributed import (
 )
 from dimdiff.train.divergence import DivergenceGuard
 from dimdiff.train.ema import EMA
-from dimdiff.train.errors import TrainingError
+from dimdiff.train.errors import RunFolderBusy, TrainingError
 from dimdiff.train.logging import MetricsLog, read_metrics
 from dimdiff.train.run_folder import resume_path, run_lock
 
@@ -113,11 +114,26 @@ def train(config: Config, *, resume: str | None = None, progress: bool = True, e
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
     try:
-        lock = run_lock(Path(config.train.out_dir)) if dist_info.is_main else contextlib.nullcontext()
+        lock = _folder_lock(Path(config.train.out_dir), dist_info, device)
         with lock, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             return _train(config, device, dist_info, resume, progress, echo)
     finally:
         teardown_distributed(dist_info)
+
+
+@contextlib.contextmanager
+def _folder_lock(out_dir: Path, dist_info: DistInfo, device: torch.device) -> Iterator[None]:
+    """The run folder's lock, taken by the writing rank; every rank stops if it cannot be had."""
+    with contextlib.ExitStack() as stack:
+        error = None
+        if dist_info.is_main:
+            try:
+                stack.enter_context(run_lock(out_dir))
+            except RunFolderBusy as exc:
+                error = exc
+        if reduce_flag(error is not None, dist_info, device):
+            raise error or RunFolderBusy(f"{out_dir} is in use by another training run (rank 0 says by whom)")
+        yield
 
 
 @dataclass
