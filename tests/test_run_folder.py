@@ -51,7 +51,8 @@ def test_a_second_trainer_on_a_held_folder_is_refused_naming_the_holder_and_writ
         with pytest.raises(RunFolderBusy, match=rf"in use by another training run \(PID {holder.pid} on host "
                                                 rf"{socket.gethostname()}, since"):  # fmt: skip
             train(config, progress=False)
-        assert main(["train", "--config", "configs/digits16_tiny.toml", f"train.out_dir={out_dir}",
+        tiny_toml = Path(__file__).resolve().parents[1] / "configs" / "digits16_tiny.toml"
+        assert main(["train", "--config", str(tiny_toml), f"train.out_dir={out_dir}",
                      "--resume", "auto", "--no-progress"]) == 2  # fmt: skip
         assert f"PID {holder.pid}" in capsys.readouterr().err
         assert sorted(p.name for p in out_dir.iterdir()) == [LOCK_FILE]  # no config.json, no metrics.jsonl
