@@ -43,7 +43,7 @@ def forward_maps(process: DiffusionProcess, t: float) -> tuple[Tensor, Tensor]:
 
 
 def target_map(process: DiffusionProcess, t: float) -> Tensor:
-    """T_t: x0 -> the clean signal in the state's coordinates at t (what reverse_step takes as x0_hat)."""
+    """T_t: x0 -> the clean signal that reverse_step takes as x0_hat at t (of target_shape_at(t))."""
     shape_t = process.shape_at(t)
     return dense(lambda x: process.training_target(x, zeros(len(x), shape_t), full(t, len(x)), Parameterization.X0),
                  process.data_shape)  # fmt: skip
@@ -70,17 +70,41 @@ def stage_bounds(changes: list[float]) -> list[tuple[float, float]]:
     return list(zip(bounds, bounds[1:], strict=False))
 
 
-def probe_times(changes: list[float]) -> list[float]:
-    """Two times inside every stage (inside DVDP's windows too), every change and t = 1."""
+def refills(process: DiffusionProcess) -> bool:
+    """Whether a step may end at a finer level than its x0 estimate's (the process refills the detail)."""
+    return process.refills_on_crossing
+
+
+def change_steps(process: DiffusionProcess, changes: list[float]) -> list[float]:
+    """For each change tau, the time just above it on the process's finest grid: where a process that does
+    not refill takes the x0 estimate at the finer level (SSD's change step)."""
+    grid = process.timesteps(process.num_steps, Spacing.TRAILING).tolist()
+    return [min(t for t in grid if t > tau) for tau in changes]
+
+
+def probe_times(process: DiffusionProcess, changes: list[float]) -> list[float]:
+    """Two times inside every stage (inside DVDP's windows too), every change and t = 1, and the change
+    steps of a process that does not refill."""
     inside = [lo + f * (hi - lo) for lo, hi in stage_bounds(changes) for f in (0.3, 0.7)]
-    return sorted([*inside, *changes, 1.0])
+    return sorted({*inside, *changes, 1.0, *([] if refills(process) else change_steps(process, changes))})
 
 
-def reverse_steps(changes: list[float]) -> dict[str, list[tuple[float, float]]]:
-    """(t, s) reverse steps: within a stage, ending exactly on a change, and straddling changes."""
+def supported(process: DiffusionProcess, t: float, s: float) -> bool:
+    """Whether reverse_step(., t, s) is a step the process takes: any, for a process that refills the detail
+    it crosses into; else only steps whose x0 estimate is at least as fine as the state at s."""
+    return refills(process) or math.prod(process.target_shape_at(t)) >= math.prod(process.shape_at(s))
+
+
+def reverse_steps(process: DiffusionProcess, changes: list[float]) -> dict[str, list[tuple[float, float]]]:
+    """(t, s) reverse steps: within a stage, ending exactly on a change (from inside the stage above, or from
+    the change step of a process that does not refill), and straddling changes (only processes that refill)."""
     stages = stage_bounds(changes)
     above = {lo: hi for lo, hi in stages}  # tau -> the upper end of the stage above it
     below = {hi: lo for lo, hi in stages}  # tau -> the lower end of its own stage
+    if not refills(process):
+        onto = list(zip(change_steps(process, changes), changes, strict=True))
+        return {"in-stage": [(lo + 0.7 * (hi - lo), lo + 0.3 * (hi - lo)) for lo, hi in stages],
+                "onto-change": onto, "straddling": []}  # fmt: skip
     straddling = [((tau + above[tau]) / 2, (below[tau] + tau) / 2) for tau in changes]
     if len(changes) > 1:  # across every change, and across one to end exactly on the next
         straddling += [((changes[-1] + 1.0) / 2, changes[0] / 2), ((changes[-1] + 1.0) / 2, changes[-2])]
@@ -162,17 +186,18 @@ def assert_moments(samples: Tensor, mean: Tensor, cov: Tensor, z: float = 5.0, b
 
 def reverse_step_maps(process: DiffusionProcess, changes: list[float], t: float, s: float,
                       eta: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-    """(F, G, H) of reverse_step(x_t, x0_hat, t, s, eta, noise) = F x_t + G x0_hat + H n (explicit noise)."""
-    shape_t = process.shape_at(t)
+    """(F, G, H) of reverse_step(x_t, x0_hat, t, s, eta, noise) = F x_t + G x0_hat + H n (explicit noise),
+    x0_hat of target_shape_at(t)."""
+    shape_t, shape_y = process.shape_at(t), process.target_shape_at(t)
 
     def step(x_t: Tensor, x0_hat: Tensor, noise: ReverseNoise | None = None) -> Tensor:
         if noise is None:
             noise = zero_noise(process, changes, t, s, len(x_t))
         return process.reverse_step(x_t, x0_hat, t, s, eta=eta, noise=noise)
 
-    F = dense(lambda x: step(x, torch.zeros_like(x)), shape_t)
-    G = dense(lambda y: step(torch.zeros_like(y), y), shape_t)
-    H = noise_map(process, changes, t, s, lambda n, noise: step(zeros(n, shape_t), zeros(n, shape_t), noise))
+    F = dense(lambda x: step(x, zeros(len(x), shape_y)), shape_t)
+    G = dense(lambda y: step(zeros(len(y), shape_t), y), shape_y)
+    H = noise_map(process, changes, t, s, lambda n, noise: step(zeros(n, shape_t), zeros(n, shape_y), noise))
     return F, G, H
 
 

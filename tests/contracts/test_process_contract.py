@@ -43,6 +43,7 @@ from contracts.linear_maps import (
     resolution_changes,
     reverse_step_maps,
     reverse_steps,
+    supported,
     transition_maps,
     zeros,
 )
@@ -55,6 +56,7 @@ from dimdiff.process.base import DiffusionProcess
 from dimdiff.process.dimension_varying import DimensionVaryingProcess
 from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.parameterization import Parameterization
+from dimdiff.process.scale_space import ResolutionSchedule, ScaleSpaceProcess
 from dimdiff.process.schedules import CosineSchedule, LinearBetaSchedule
 from dimdiff.process.stages import Stages, Window
 from dimdiff.process.timesteps import Spacing
@@ -102,6 +104,11 @@ PROCESS_CASES: list[Case] = [
          data=lambda shape: white_detail_data(shape, (0.4,))),  # fmt: skip
     Case("dvdp-degenerate", lambda: DimensionVaryingProcess((1, 8, 8), Stages((), ())),
          baseline=lambda: GaussianProcess((1, 8, 8))),  # fmt: skip
+    Case("ssd-area-three", lambda: ScaleSpaceProcess((1, 8, 8), levels=3)),
+    Case("ssd-area-equal", lambda: ScaleSpaceProcess((2, 4, 4), levels=2,
+                                                     resolution_schedule=ResolutionSchedule.EQUAL)),  # fmt: skip
+    Case("ssd-degenerate", lambda: ScaleSpaceProcess((1, 8, 8), levels=1),
+         baseline=lambda: GaussianProcess((1, 8, 8))),  # fmt: skip
 ]
 CASES = pytest.mark.parametrize("case", PROCESS_CASES, ids=[c.id for c in PROCESS_CASES])
 
@@ -140,7 +147,7 @@ def test_forward_sample_has_the_moments_of_its_linear_map(case):
     process, n = case.make(), 20_000
     data = case_data(case, process.data_shape)
     x0 = data.sample(n, g(0))
-    for i, t in enumerate(probe_times(resolution_changes(process))):
+    for i, t in enumerate(probe_times(process, resolution_changes(process))):
         tt = full(t, n)
         x_t = process.forward_sample(x0, tt, process.noise_like(x0, tt, generator=g(1 + i)))
         assert x_t.shape == (n, *process.shape_at(t))
@@ -155,7 +162,7 @@ def test_chained_transitions_equal_the_one_step_marginal(case):
     process = case.make()
     if not hasattr(process, "forward_transition"):
         pytest.skip("the process has no forward_transition")
-    times = probe_times(resolution_changes(process))
+    times = probe_times(process, resolution_changes(process))
     maps = {t: forward_maps(process, t) for t in times}
     for i, s in enumerate(times):
         A_s, B_s = maps[s]
@@ -185,8 +192,9 @@ def test_reverse_step_with_eta_one_is_the_exact_posterior(case):
         pytest.skip("the brute-force joint of (x_s, x_t) needs forward_transition")
     data = case_data(case, process.data_shape)
     changes = resolution_changes(process)
-    times = [0.0, *probe_times(changes)]
-    steps = [(t, s) for i, t in enumerate(times) for s in times[:i] if not any(s < tau < t for tau in changes)]
+    times = [0.0, *probe_times(process, changes)]
+    steps = [(t, s) for i, t in enumerate(times) for s in times[:i]
+             if not any(s < tau < t for tau in changes) and supported(process, t, s)]  # fmt: skip
     assert any(s in changes for _, s in steps) == bool(changes)
     for t, s in steps:
         F, G, H = reverse_step_maps(process, changes, t, s)
@@ -268,12 +276,12 @@ def test_explicit_noise_makes_the_step_independent_of_the_generator(case, kind):
     draws nothing: the same result for any generator, at any eta."""
     process = case.make()
     changes = resolution_changes(process)
-    steps = reverse_steps(changes)[kind]
+    steps = reverse_steps(process, changes)[kind]
     if not steps:
-        pytest.skip("the process never changes resolution")
+        pytest.skip("no such step: the process never changes resolution, or never straddles a change")
     for t, s in steps:
         x_t = torch.randn((4, *process.shape_at(t)), generator=g(0), dtype=F64)
-        x0_hat = torch.randn((4, *process.shape_at(t)), generator=g(1), dtype=F64)
+        x0_hat = torch.randn((4, *process.target_shape_at(t)), generator=g(1), dtype=F64)
         noise = random_noise(process, changes, t, s, 4, g(2))
         for eta in (1.0, 0.5):
             a = process.reverse_step(x_t, x0_hat, t, s, eta=eta, noise=noise, generator=g(3))
@@ -295,16 +303,16 @@ def test_explicit_noise_has_the_law_of_the_drawn_noise(case, kind):
     drawing the noise instead (noise None) gives the same law by Monte Carlo."""
     process, n = case.make(), 20_000
     changes = resolution_changes(process)
-    steps = reverse_steps(changes)[kind]
+    steps = reverse_steps(process, changes)[kind]
     if not steps:
-        pytest.skip("the process never changes resolution")
+        pytest.skip("no such step: the process never changes resolution, or never straddles a change")
     for i, (t, s) in enumerate(steps):
-        shape_t = process.shape_at(t)
+        shape_t, shape_y = process.shape_at(t), process.target_shape_at(t)
         x_t = torch.randn((1, *shape_t), generator=g(10 + i), dtype=F64)
-        x0_hat = torch.randn((1, *shape_t), generator=g(20 + i), dtype=F64)
+        x0_hat = torch.randn((1, *shape_y), generator=g(20 + i), dtype=F64)
         F, G, H = reverse_step_maps(process, changes, t, s)
         mean = F @ x_t.reshape(-1) + G @ x0_hat.reshape(-1)  # the step with noise = 0
-        drawn = process.reverse_step(x_t.expand(n, *shape_t), x0_hat.expand(n, *shape_t), t, s, eta=1.0,
+        drawn = process.reverse_step(x_t.expand(n, *shape_t), x0_hat.expand(n, *shape_y), t, s, eta=1.0,
                                      generator=g(30 + i))  # fmt: skip
         assert drawn.shape == (n, *process.shape_at(s))
         assert_moments(drawn, mean, H @ H.T)

@@ -117,14 +117,15 @@ def oracle_denoiser(process: DiffusionProcess, data: GaussianImages) -> Callable
             tk = torch.full((d_k,), t, dtype=torch.float64)
             N = _matrix(lambda n: process.forward_sample(no_x0, tk, n), d_k, state)  # (d_k, d_k)
             S = M @ data.cov @ M.T + N @ N.T
-            gain = torch.linalg.solve(S, M @ data.cov @ T.T).T  # T C M^T S^-1, (d_k, d_k)
+            gain = torch.linalg.solve(S, M @ data.cov @ T.T).T  # T C M^T S^-1, (d_target, d_k)
             cache[t] = (gain, T @ data.mean - gain @ (M @ data.mean))
         return cache[t]
 
     def denoise(z_t: Tensor, t: Tensor) -> Tensor:
-        gain, offset = operators(float(t.reshape(-1)[0]))
+        t0 = float(t.reshape(-1)[0])
+        gain, offset = operators(t0)
         flat = z_t.reshape(len(z_t), -1).double()
-        return (offset + flat @ gain.T).reshape(z_t.shape).to(z_t.dtype)
+        return (offset + flat @ gain.T).reshape(len(z_t), *process.target_shape_at(t0)).to(z_t.dtype)
 
     return denoise
 

@@ -41,6 +41,10 @@ class TrainingLevel:
 class DiffusionProcess(Protocol):
     data_shape: tuple[int, int, int]  # (C, H, W) of the clean data x0
     num_steps: int  # the discrete step count T that samplers' timestep grids refer to
+    # True: a reverse step may end at a finer resolution than its x0 estimate's, the process refilling the
+    # detail itself (DVDP's crossing); False: the x0 estimate must be at least as fine as the state at s,
+    # and the process's own grids never ask for more (scale-space diffusion's change steps)
+    refills_on_crossing: bool
 
     def shape_at(self, t: float) -> tuple[int, int, int]:
         """Shape (C, H, W) of the state x_t at time t."""

@@ -53,6 +53,8 @@ class DimensionVaryingProcess:
     # the data); used where that component still carries signal at tau_k; () means all 0
     complement_std: tuple[float, ...] = ()
 
+    refills_on_crossing = True  # an upward crossing refills the dropped detail (`cross_up`)
+
     def __post_init__(self) -> None:
         self.stages.check_data_shape(self.data_shape)
         if self.complement_std and (len(self.complement_std) != self.stages.num_levels

@@ -33,6 +33,8 @@ class GaussianProcess:
     schedule: Schedule = field(default_factory=LinearBetaSchedule)
     num_steps: int = 1000  # T: discrete steps that sampler timestep grids refer to
 
+    refills_on_crossing = True  # vacuous: the resolution never changes
+
     # ----------------------------------------------------------------- shapes and priors
     def shape_at(self, t: float) -> tuple[int, int, int]:
         return self.data_shape
