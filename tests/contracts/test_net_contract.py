@@ -21,6 +21,7 @@ from conftest import perturb_zero_init
 from torch import nn
 
 from dimdiff.nets.base import Net, Size
+from dimdiff.nets.flexi_unet import FlexiUNet
 from dimdiff.nets.staged import StagedNet
 from dimdiff.nets.unet import UNet
 
@@ -37,12 +38,31 @@ def staged_unet(**overrides) -> UNet:
     return unet(channel_mult=(1, 2), **overrides)  # divisor 2: runs at heights 16, 8 and 4
 
 
-def whole(net: nn.Module, in_size: Size) -> nn.Module:
+def whole(net: nn.Module, in_size: Size, out_size: Size) -> nn.Module:
     return net
 
 
-def level_net(net: StagedNet, in_size: Size) -> nn.Module:
+def level_net(net: StagedNet, in_size: Size, out_size: Size) -> nn.Module:
     return net.net_at(net.heights.index(in_size[0]))
+
+
+def flexi_path(net: FlexiUNet, in_size: Size, out_size: Size) -> nn.Module:
+    """The modules a Flexi-UNet path from in_size's level to out_size's runs."""
+    unet, l_in, l_out = net.unet, net.level_of(in_size), net.level_of(out_size)
+    if l_in == 0:
+        return unet
+    used = [unet.time_embed, unet.input_conv, *unet.encoder[l_in:], unet.mid, unet.mid_res,
+            *[unet.decoder[str(k)] for k in range(l_out + 1, unet.levels)], unet.decoder[str(l_out)].blocks,
+            unet.output_norm, unet.output_conv]  # fmt: skip  (level l_out's upsample is not run)
+    if str(unet.entry_channels(l_in)) in net.adapt_in:
+        used.append(net.adapt_in[str(unet.entry_channels(l_in))])
+    if str(unet.exit_channels(l_out)) in net.adapt_out:
+        used.append(net.adapt_out[str(unet.exit_channels(l_out))])
+    return nn.ModuleList(used)
+
+
+def flexi(**overrides) -> FlexiUNet:
+    return FlexiUNet(unet(channel_mult=(1, 2, 3), **overrides), full_size=(16, 16), levels=3)
 
 
 class NetCase(NamedTuple):
@@ -52,7 +72,7 @@ class NetCase(NamedTuple):
     out_channels: int
     in_sizes: tuple[Size, ...]  # input sizes to check, each with every output size out_sizes lists
     bad_in_sizes: tuple[Size, ...]  # input sizes the net refuses
-    runs: Callable[[nn.Module, Size], nn.Module] = whole  # the module whose parameters an input runs
+    runs: Callable[[nn.Module, Size, Size], nn.Module] = whole  # the module whose parameters a path runs
 
 
 HEIGHTS = (16, 8, 4)
@@ -65,6 +85,7 @@ NET_CASES: list[NetCase] = [
             ((2, 2),)),  # fmt: skip
     NetCase("staged-per-level", lambda: StagedNet([staged_unet() for _ in HEIGHTS], heights=HEIGHTS), 1, 1,
             ((16, 16), (8, 8), (4, 4)), ((32, 32),), runs=level_net),  # fmt: skip
+    NetCase("flexi-3-levels", flexi, 1, 1, ((16, 16), (8, 8), (4, 4)), ((32, 32), (2, 2), (8, 4)), runs=flexi_path),
 ]
 
 
@@ -156,7 +177,7 @@ def test_a_backward_pass_reaches_every_parameter_the_input_runs_and_no_other(pai
     net = made(case).train()
     x, t = inputs(case, in_size)
     net(x, t, out_size=out_size).square().mean().backward()
-    runs = {id(p) for p in case.runs(net, in_size).parameters()}
+    runs = {id(p) for p in case.runs(net, in_size, out_size).parameters()}
     dead = [name for name, p in net.named_parameters()
             if id(p) in runs and (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)]
     stray = [name for name, p in net.named_parameters() if id(p) not in runs and p.grad is not None]

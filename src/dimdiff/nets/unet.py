@@ -290,7 +290,7 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None, *,
                 out_size: tuple[int, int] | None = None) -> Tensor:  # fmt: skip
         """x: (B, C, H, W); t: (B,) diffusion time in [0, 1]; class_labels: (B,) or None; out_size: None or (H, W)."""
-        self._check_inputs(x, t, class_labels, out_size)
+        self.check_inputs(x, t, class_labels, out_size)
         emb = self.embed(t, class_labels)  # (B, E)
         h, skips = self.encode(self.stem(x), emb)  # (B, C_lmax, H/2^lmax, W/2^lmax), NHWC in memory
         h = self.decode(self.middle(h, emb), skips, emb)  # (B, c_0, H, W)
@@ -330,14 +330,17 @@ class UNet(nn.Module):
             raise ValueError(f"expected a level in range(0, {self.levels}), got {level}")
         return level
 
-    def _check_inputs(self, x: Tensor, t: Tensor, class_labels: Tensor | None,
-                      out_size: tuple[int, int] | None = None) -> None:  # fmt: skip
+    def check_inputs(self, x: Tensor, t: Tensor, class_labels: Tensor | None,
+                     out_size: tuple[int, int] | None = None, *, level: int = 0) -> None:  # fmt: skip
+        """Refuse inputs the net cannot take (a ValueError naming expected and received); ``level``: the
+        level x enters at (its size must halve l_max - level more times)."""
         if x.ndim != 4 or x.shape[1] != self.input_conv.in_channels:
             raise ValueError(f"expected x of shape (B, {self.input_conv.in_channels}, H, W), "
                              f"got {tuple(x.shape)}")
         B, _, H, W = x.shape
-        if H % self.divisor or W % self.divisor:
-            raise ValueError(f"expected height and width divisible by {self.divisor}, "
+        divisor = self.divisor >> self._level(level)
+        if H % divisor or W % divisor:
+            raise ValueError(f"expected height and width divisible by {divisor}, "
                              f"got {H}x{W}")
         if out_size is not None and tuple(out_size) != (H, W):
             raise ValueError(f"expected out_size None or {(H, W)} (this U-Net outputs at its input's size), "

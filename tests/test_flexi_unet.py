@@ -1,0 +1,50 @@
+"""The Flexi-UNet's own properties (its Net contract is in tests/contracts/test_net_contract.py): level 0 is
+the plain U-Net bit for bit, adapters are shared by width and exist only where a path runs them, compute
+falls with the input level, and settings it cannot serve are named."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dimdiff.bench.timing import count_flops
+from dimdiff.nets.flexi_unet import FlexiUNet
+from dimdiff.nets.unet import UNet
+
+
+def unet(**overrides) -> UNet:
+    config = dict(in_channels=1, out_channels=1, base_channels=8, channel_mult=(1, 2, 2, 2), num_res_blocks=1,
+                  attention_levels=(1,), num_heads=2)  # fmt: skip
+    torch.manual_seed(0)
+    return UNet(**(config | overrides))
+
+
+def test_level_zero_is_the_plain_unet_bit_for_bit():
+    net = FlexiUNet(unet(), full_size=(32, 32), levels=4).eval()
+    x, t = torch.randn(2, 1, 32, 32), torch.rand(2)
+    with torch.no_grad():
+        assert torch.equal(net(x, t, out_size=(32, 32)), net.unet(x, t))
+
+
+def test_adapters_are_shared_by_width_and_only_where_a_path_needs_them():
+    net = FlexiUNet(unet(), full_size=(32, 32), levels=4)
+    assert sorted(net.adapt_in) == ["16"]  # levels 2 and 3 enter at width 16; level 1 at the stem's 8
+    assert sorted(net.adapt_out) == ["16"]  # levels 1..3 leave at width 16, mapped to level 0's 8
+    assert len(FlexiUNet(unet(), full_size=(32, 32), levels=1).adapt_in) == 0  # one level: the plain U-Net
+
+
+def test_compute_falls_with_the_input_level():
+    net = FlexiUNet(unet(), full_size=(32, 32), levels=4).eval()
+    t = torch.rand(1)
+    with torch.no_grad():
+        keep = [count_flops(lambda s=s: net(torch.randn(1, 1, s, s), t)) for s in (32, 16, 8, 4)]
+        up = [count_flops(lambda s=s: net(torch.randn(1, 1, s, s), t, out_size=(2 * s, 2 * s))) for s in (16, 8, 4)]
+    assert keep == sorted(keep, reverse=True) and len(set(keep)) == 4
+    assert up == sorted(up, reverse=True) and all(u > k for u, k in zip(up, keep[1:], strict=True))
+
+
+def test_settings_it_cannot_serve_are_named():
+    with pytest.raises(ValueError, match="expected 1 to 4 levels"):
+        FlexiUNet(unet(), full_size=(32, 32), levels=5)
+    with pytest.raises(ValueError, match="divisible by the U-Net's 8, got 20x20"):
+        FlexiUNet(unet(), full_size=(20, 20), levels=2)
