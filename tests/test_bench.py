@@ -70,7 +70,8 @@ def test_registry_reference_first_and_every_process_registered(tiny_methods: lis
     assert ref.process.kind is ProcessKind.GAUSSIAN and ref.sample.sampler is SamplerKind.DDIM
     assert ref.sample.eta == 0.0
     assert len({m.key for m in tiny_methods}) == len(tiny_methods)
-    assert all(m.config.model == ref.model for m in tiny_methods)  # one shared U-Net
+    same = [dataclasses.replace(m.config.model, flexi=False) == ref.model for m in tiny_methods]
+    assert all(same)  # one shared U-Net (entered at each level by SSD's Flexi-UNet)
 
 
 def test_select_methods_keeps_reference_and_names_valid_keys(tiny_methods: list) -> None:
@@ -92,7 +93,8 @@ def test_per_stage_dvdp_runs_only_when_named_and_trains_apart() -> None:
 
 def test_methods_that_differ_only_in_sampler_train_together(tiny_methods: list) -> None:
     groups = [[m.key for m in g] for g in training_groups(tiny_methods)]
-    assert groups == [["ddim", "ddpm"], ["dvdp-ddim", "dvdp-ddpm"], ["subspace-ddim", "subspace-ddpm"]]
+    assert groups == [["ddim", "ddpm"], ["dvdp-ddim", "dvdp-ddpm"], ["subspace-ddim", "subspace-ddpm"],
+                      ["ssd-ddim", "ssd-ddpm"]]  # fmt: skip
 
 
 def test_every_bench_names_one_quantity_with_one_key() -> None:
@@ -126,7 +128,11 @@ def test_count_flops_includes_cpu_attention() -> None:
 def test_sampling_bench_tiny(tiny_methods: list) -> None:
     result = sampling_bench(tiny_methods, SamplingOptions(batch=2, repeats=2, warmup=0, peer=False))
     rows = {r["key"]: r for r in result["rows"]}
-    assert set(rows) == {"ddim", "ddpm", "dvdp-ddim", "dvdp-ddpm", "subspace-ddim", "subspace-ddpm"}
+    assert set(rows) == {"ddim", "ddpm", "dvdp-ddim", "dvdp-ddpm", "subspace-ddim", "subspace-ddpm", "ssd-ddim",
+                         "ssd-ddpm"}  # fmt: skip
+    for key in ("ssd-ddim", "ssd-ddpm"):  # 3 steps and the change step 4 -> 8 px added: 4, 4, 8, 8, 8 px
+        ssd = rows.pop(key)
+        assert ssd["nfe"] == 5 and ssd["dimension_ratio"] == pytest.approx((2 / 4 + 3) / 5)
     for key in ("dvdp-ddim", "dvdp-ddpm", "subspace-ddim", "subspace-ddpm"):  # one step per stage: 8, 4 and 2 px
         dvdp = rows.pop(key)
         assert dvdp["nfe"] == 3 and dvdp["dimension_ratio"] == pytest.approx((1 + 1 / 4 + 1 / 16) / 3)
@@ -163,9 +169,10 @@ def test_training_bench_tiny(tiny_methods: list) -> None:
     result = training_bench(tiny_methods, TrainingOptions(batch=2, repeats=2, warmup=1, flop_batches=2))
     row, *staged = result["rows"]
     assert all(set(r) == {f.name for f in dataclasses.fields(TrainingRow)} for r in result["rows"])
-    assert [r["key"] for r in staged] == ["dvdp-ddim+dvdp-ddpm", "subspace-ddim+subspace-ddpm"]
-    for r in staged:  # t decides the resolution
-        assert r["flops_ratio_to_ddim"] < 0.8 and r["dimension_ratio"] < 0.8
+    assert [r["key"] for r in staged] == ["dvdp-ddim+dvdp-ddpm", "subspace-ddim+subspace-ddpm", "ssd-ddim+ssd-ddpm"]
+    for r in staged:  # t decides the resolution (SSD's 2 levels: 8 px for 75 % of the steps)
+        bound = 0.9 if r["key"].startswith("ssd") else 0.8
+        assert r["flops_ratio_to_ddim"] < bound and r["dimension_ratio"] < bound
     assert row["examples_per_s"] > 0 and row["flops_per_example"] > 0 and row["peak_memory_mb"] > 0
     assert row["forward_flops_per_example"] == _forward_flops(tiny_methods[0].config, 2)
     assert 2.0 <= row["training_over_forward_flops"] <= 4.0
@@ -173,10 +180,16 @@ def test_training_bench_tiny(tiny_methods: list) -> None:
     (level,) = row["levels"]  # full resolution: one level, measured as a plain training step
     assert level["probability"] == 1.0 and len(level["times_s"]) == 2
     assert level["flops_per_example"] == row["flops_per_example"] and level["state_shape"] == (1, 8, 8)
-    for r in staged:  # stages of 8, 4 and 2 px, with probabilities equal to their lengths
+    *dvdp, ssd = staged
+    for r in dvdp:  # stages of 8, 4 and 2 px, with probabilities equal to their lengths
         assert [lv["state_shape"] for lv in r["levels"]] == [(1, 8, 8), (1, 4, 4), (1, 2, 2)]
         p = [lv["probability"] for lv in r["levels"]]
         assert r["dimension_ratio"] == pytest.approx(p[0] + p[1] / 4 + p[2] / 16, rel=1e-12)
+    # SSD: levels of 8 and 4 px, then the change step (a 4 px state, its x0 at 8 px), with their shares of steps
+    assert [lv["state_shape"] for lv in ssd["levels"]] == [(1, 8, 8), (1, 4, 4), (1, 4, 4)]
+    assert [round(lv["probability"] * 1000) for lv in ssd["levels"]] == [750, 249, 1]
+    p = [lv["probability"] for lv in ssd["levels"]]
+    assert ssd["dimension_ratio"] == pytest.approx(p[0] + (p[1] + p[2]) / 4, rel=1e-12)
 
 
 def test_training_bench_reports_the_expectation_over_levels(tiny_methods: list, monkeypatch) -> None:
@@ -251,10 +264,10 @@ def test_quality_bench_tiny_writes_json_and_plot(tmp_path: Path) -> None:
         return train(config, **kwargs)
 
     assert _run_cli(argv, trainer) == 0
-    assert trained == [ProcessKind.GAUSSIAN, ProcessKind.DVDP, ProcessKind.SUBSPACE]
+    assert trained == [ProcessKind.GAUSSIAN, ProcessKind.DVDP, ProcessKind.SUBSPACE, ProcessKind.SSD]
     result = json.loads((tmp_path / "out" / "quality.json").read_text())
     assert (tmp_path / "out" / "quality.png").stat().st_size > 0
-    keys = ["ddim", "ddpm", "dvdp-ddim", "dvdp-ddpm", "subspace-ddim", "subspace-ddpm"]
+    keys = ["ddim", "ddpm", "dvdp-ddim", "dvdp-ddpm", "subspace-ddim", "subspace-ddpm", "ssd-ddim", "ssd-ddpm"]
     assert [(r["key"], r["steps"]) for r in result["rows"]] == [(k, n) for k in keys for n in (3, 4)]
     for row in result["rows"]:
         assert row["samples"] == 32 and row["time_per_image_s"] > 0
@@ -262,7 +275,7 @@ def test_quality_bench_tiny_writes_json_and_plot(tmp_path: Path) -> None:
     per_scale = [k for k in result["rows"][0]["scores"] if k.startswith("swd_") and k != "swd_mean"]
     header = (tmp_path / "out" / "quality.md").read_text().splitlines()[2]
     assert per_scale and all(f" {k} " in header for k in per_scale)  # SWD per scale in the table
-    assert len(result["training"]) == 3 and result["training"][0]["steps"] == 20  # one model per process
+    assert len(result["training"]) == 4 and result["training"][0]["steps"] == 20  # one model per process
     subspace = json.loads((Path(result["training"][2]["checkpoint"]) / "config.json").read_text())
     assert len(subspace["config"]["process"]["complement_std"]) == 2  # estimated from the digits when training began
     assert "git_commit" in result["environment"]

@@ -48,3 +48,24 @@ def test_settings_it_cannot_serve_are_named():
         FlexiUNet(unet(), full_size=(32, 32), levels=5)
     with pytest.raises(ValueError, match="divisible by the U-Net's 8, got 20x20"):
         FlexiUNet(unet(), full_size=(20, 20), levels=2)
+
+
+def test_model_flexi_serves_dvdp_with_one_unet_entered_at_each_stage():
+    from dimdiff.build import build_denoiser, build_head, build_net, build_process
+    from dimdiff.config import ConfigError, config_from_dict
+
+    config = config_from_dict({
+        "model": {"base_channels": 8, "channel_mult": [1, 2, 2], "attention_resolutions": [], "flexi": True},
+        "process": {"kind": "dvdp", "parameterization": "v", "turning_points": [0.3, 0.6],
+                    "window_widths": [0.2, 0.2]},
+        "data": {"resolution": 16},
+    })  # fmt: skip
+    process = build_process(config.process, (1, 16, 16))
+    net = build_net(config.model, process, build_head(config))
+    assert isinstance(net, FlexiUNet) and net.levels == 3
+    denoiser = build_denoiser(config, net, process)
+    for t, size in ((0.1, 16), (0.5, 8), (0.9, 4)):
+        assert denoiser(torch.randn(2, 1, size, size), torch.full((2,), t)).shape == (2, 1, size, size)
+    with pytest.raises(ConfigError, match="model.flexi: expected false for this process"):
+        config_from_dict({"model": {"flexi": True}})
+

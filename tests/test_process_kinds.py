@@ -61,8 +61,8 @@ def test_a_kind_registered_in_the_table_trains_resumes_and_samples_from_the_comm
 
 
 def test_the_kinds_in_errors_come_from_the_table(sigmoid_kind):
-    with pytest.raises(ConfigError, match="process.kind: expected one of gaussian, dvdp, subspace, sigmoid-gaussian, "
-                                          "got 'sde'"):  # fmt: skip
+    with pytest.raises(ConfigError, match="process.kind: expected one of gaussian, dvdp, subspace, ssd, "
+                                          "sigmoid-gaussian, got 'sde'"):  # fmt: skip
         config_from_dict({"process": {"kind": "sde"}})
     with pytest.raises(ConfigError, match="process.slope: expected a value > 6"):
         config_from_dict({"process": {"kind": "sigmoid-gaussian", "slope": 2.0}})
@@ -76,14 +76,17 @@ def test_every_kind_has_options_that_build_and_round_trip_through_a_config_file(
         ProcessKind.GAUSSIAN: {},
         ProcessKind.DVDP: {"turning_points": [0.5], "window_widths": [0.2], "window": "snr"},
         ProcessKind.SUBSPACE: {"turning_points": [0.3, 0.6], "complement_std": [0.2, 0.1]},
+        ProcessKind.SSD: {"levels": 2, "resolution_schedule": "equal", "gamma": 0.5},
     }
+    common = {ProcessKind.SSD: {"parameterization": "x0"}}
     assert set(examples) == set(PROCESSES), "add an example for the new kind"
     for kind, options in examples.items():
-        config = config_from_dict({"process": {"kind": kind.value, **options}})
+        config = config_from_dict({"process": {"kind": kind.value, **common.get(kind, {}), **options}})
         assert isinstance(config.process.options, PROCESSES[kind])
         assert config_from_dict(config_to_dict(config)) == config
+        parameterization = common.get(kind, {}).get("parameterization", "eps")
         assert config_to_dict(config)["process"] == {"kind": kind.value, "schedule": "linear", "num_steps": 1000,
-                                                     "parameterization": "eps", **options}  # fmt: skip
+                                                     "parameterization": parameterization, **options}  # fmt: skip
 
 
 def test_options_of_another_kind_are_refused_and_a_change_of_kind_starts_from_its_defaults():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,3 +73,52 @@ def test_bad_steps_and_settings_are_named():
         ScaleSpaceProcess((1, 6, 6), levels=3)
     with pytest.raises(ValueError, match="at least two of 10 steps"):
         ScaleSpaceProcess((1, 64, 64), levels=6, num_steps=10)
+
+
+def _tiny_ssd(tmp_path, **train):
+    from dimdiff.config import config_from_dict
+
+    return config_from_dict({
+        "model": {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [8]},
+        "process": {"kind": "ssd", "parameterization": "x0", "levels": 2},
+        "data": {"name": "digits", "resolution": 16},
+        "train": {"batch_size": 8, "warmup_steps": 2, "sample_n": 2, "out_dir": str(tmp_path / "run"), **train},
+        "sample": {"sampler": "ddpm", "steps": 4},
+    })  # fmt: skip
+
+
+def test_ssd_trains_resumes_exactly_and_samples_full_resolution_images_from_the_cli(tmp_path):
+    from dimdiff.cli import main
+    from dimdiff.generate import load_model
+    from dimdiff.nets.flexi_unet import FlexiUNet
+    from dimdiff.train.loop import train
+
+    whole = train(_tiny_ssd(tmp_path / "a", steps=6, checkpoint_every=3), progress=False)
+    train(_tiny_ssd(tmp_path / "b", steps=3, checkpoint_every=3), progress=False)
+    resumed = train(_tiny_ssd(tmp_path / "b", steps=6, checkpoint_every=3), resume="auto", progress=False)
+    assert resumed.losses == whole.losses[3:]
+    model = load_model(whole.checkpoint)
+    assert isinstance(model.denoiser.net, FlexiUNet)
+    denoiser, process = model.denoiser, model.process
+    c = process.change_times[0]  # the change step: an 8 px state, its x0 estimated at 16 px
+    loss, _ = denoiser.loss(torch.zeros(2, 1, 16, 16), torch.full((2,), c), torch.randn(2, 1, 8, 8))
+    assert torch.isfinite(loss)
+    assert denoiser(torch.randn(2, 1, 8, 8), torch.full((2,), c)).shape == (2, 1, 16, 16)
+    for sampler in ("ddpm", "ddim"):
+        out = tmp_path / sampler
+        assert main(["sample", "--checkpoint", str(whole.checkpoint), "--n", "2", "--sampler", sampler,
+                     "--out", str(out), "--npz"]) == 0  # fmt: skip
+        assert np.load(out / "samples.npz")["images"].shape == (2, 16, 16, 1)
+
+
+def test_ssd_refuses_the_adaptive_sampler_and_a_unet_without_enough_levels(tmp_path):
+    from dimdiff.build import build_head, build_net, build_process, run_sampler
+    from dimdiff.config import ConfigError, replace_section
+
+    config = _tiny_ssd(tmp_path)
+    process = build_process(config.process, (1, 16, 16))
+    with pytest.raises(ConfigError, match="sample.sampler: expected ddpm, ddim for this process"):
+        run_sampler(replace_section(config.sample, sampler="adaptive"), None, process, 1)
+    three = build_process(replace_section(config.process, levels=3), (1, 16, 16))
+    with pytest.raises(ConfigError, match="model.channel_mult: expected 1 to 2 levels"):
+        build_net(config.model, three, build_head(config))

@@ -26,6 +26,7 @@ from dimdiff.config import (
 from dimdiff.data import DatasetName
 from dimdiff.heads import Head, RegressionHead
 from dimdiff.nets.denoiser import Denoiser
+from dimdiff.nets.flexi_unet import FlexiUNet
 from dimdiff.nets.staged import StagedNet
 from dimdiff.nets.unet import UNet
 from dimdiff.process.base import DiffusionProcess
@@ -123,12 +124,24 @@ def build_head(config: Config) -> Head:
 
 
 def build_net(config: ModelConfig, process: DiffusionProcess, head: Head) -> nn.Module:
-    """The configured U-Net for every (state, target) shape ``process.net_shapes()`` lists: one plain U-Net
-    where the state keeps one resolution, else a `StagedNet` (shared, shared and told the level, or one
-    per level). Attention sizes refer to the finest state's resolution."""
+    """The configured U-Net for every (state, target) shape ``process.net_shapes()`` lists: a `FlexiUNet`
+    where a target lies at another size than its state (scale-space diffusion) or with model.flexi; else one
+    plain U-Net where the state keeps one resolution, or a `StagedNet` (shared, shared and told the level,
+    or one per level). Attention sizes refer to the finest state's resolution."""
     shapes = process.net_shapes()
-    (channels, resolution, _), target = shapes[0]
+    (channels, resolution, width), target = shapes[0]
     out_channels = head.output_shape(target)[0]
+    heights = sorted({state[1] for state, _ in shapes}, reverse=True)
+    if config.flexi or any(state[1:] != target[1:] for state, target in shapes):  # or a target at another size
+        if config.stage_embedding or config.per_stage_nets:
+            raise ConfigError("model.flexi: expected no model.stage_embedding or model.per_stage_nets with a "
+                              "Flexi-UNet (one U-Net entered at each level)")  # fmt: skip
+        try:
+            return FlexiUNet(_unet(config, channels, out_channels, resolution), full_size=(resolution, width),
+                             levels=len(heights))  # fmt: skip
+        except ValueError as exc:
+            message = f"model.channel_mult: {exc} (a Flexi-UNet needs a U-Net level per process level)"
+            raise ConfigError(message) from None
     if len(shapes) == 1:
         if config.stage_embedding or config.per_stage_nets:
             raise ConfigError("model.stage_embedding / model.per_stage_nets: expected a process whose state changes "
@@ -167,6 +180,10 @@ def _ddim(config: SampleConfig, denoiser: nn.Module, process: DiffusionProcess, 
 
 def _adaptive(config: SampleConfig, denoiser: nn.Module, process: DiffusionProcess, x_T: Tensor,
               generator: torch.Generator | None, callback: Callback | None) -> Tensor:  # fmt: skip
+    if not process.refills_on_crossing:
+        others = ", ".join(k.value for k in SAMPLERS if k is not SamplerKind.ADAPTIVE)
+        raise ConfigError(f"sample.sampler: expected {others} for this process (its steps must land on the "
+                          f"resolution changes of its own grid), got adaptive")  # fmt: skip
     bounds = torch.tensor([1.0, 0.0], dtype=torch.float64)
     return adaptive_sample(denoiser, process, x_T, bounds, base_step=config.base_step,
                            min_step=config.min_step, max_step=config.max_step, eta=config.eta,

@@ -118,7 +118,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             net = build_net(config.model, process, build_head(config))
         print(dumps(config))
         levels = len(process.net_shapes())
-        nets = f"{levels} UNets (one per stage)" if config.model.per_stage_nets else "UNet"
+        nets = f"{levels} UNets (one per stage)" if config.model.per_stage_nets else type(net).__name__
         print(f"model: {nets} with {sum(p.numel() for p in net.parameters()):,} parameters "
               f"at {channels}x{config.data.resolution}x{config.data.resolution}")  # fmt: skip
         return 0

@@ -73,6 +73,9 @@ class ModelConfig:
     # dvdp/subspace: the net sees a stage-k state divided by 2^k (average-pooled pixel units, the
     # data's scale at every stage) and its output is multiplied by 2^k; false: orthonormal coordinates
     pixel_units: bool = True
+    # one Flexi-UNet entered at each level of the state (dvdp/subspace; ssd always uses one): each U-Net level
+    # then sees features of one scale
+    flexi: bool = False
 
     def __post_init__(self) -> None:
         check_option(not (self.stage_embedding and self.per_stage_nets), "model.stage_embedding",
@@ -98,6 +101,10 @@ class ProcessConfig:
     def __post_init__(self) -> None:
         check_option(self.num_steps >= 1, "process.num_steps", "an integer >= 1", self.num_steps)
         _fill_options(self, PROCESSES[process_kind(self.kind)], "process")
+        allowed = self.options.parameterizations()
+        check_option(self.parameterization in allowed, "process.parameterization",
+                     f"{' or '.join(p.value for p in allowed)} for process.kind = {self.kind.value}",
+                     self.parameterization.value)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -217,8 +224,9 @@ class Config:
                f"at most process.num_steps = {self.process.num_steps}", self.sample.steps)  # fmt: skip
         staged = self.process.options.num_levels() > 1  # the state changes resolution
         one_level = f"for this process (process.kind = {self.process.kind.value}: its state keeps one resolution)"
-        for key, on in (("model.stage_embedding", self.model.stage_embedding),
-                        ("model.per_stage_nets", self.model.per_stage_nets)):  # fmt: skip
+        m = self.model
+        for key, on in (("model.stage_embedding", m.stage_embedding), ("model.per_stage_nets", m.per_stage_nets),
+                        ("model.flexi", m.flexi)):  # fmt: skip
             check_option(staged or not on, key, f"false {one_level}", on)
         check_option(staged or self.sample.corrector_steps == 0, "sample.corrector_steps",
                f"0 {one_level}", self.sample.corrector_steps)  # fmt: skip

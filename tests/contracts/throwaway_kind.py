@@ -17,6 +17,7 @@ from torch import Tensor
 from dimdiff.errors import check_option
 from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.kinds import PROCESSES
+from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.schedules import Schedule
 
 
@@ -45,6 +46,9 @@ class SigmoidOptions:
 
     def num_levels(self) -> int:
         return 1
+
+    def parameterizations(self) -> tuple[Parameterization, ...]:
+        return tuple(Parameterization)
 
     def fit(self, latents: Tensor) -> SigmoidOptions:
         return self

@@ -22,6 +22,8 @@ from dimdiff.data.configured import training_data
 from dimdiff.process.dvdp_options import DVDPOptions, SubspaceOptions
 from dimdiff.process.gaussian import GaussianOptions
 from dimdiff.process.kinds import PROCESSES
+from dimdiff.process.parameterization import Parameterization
+from dimdiff.process.scale_space import ScaleSpaceOptions
 
 __all__ = [
     "REFERENCE_KEY", "METHOD_BUILDERS", "BenchMethod", "MethodFamily", "available_methods", "unregistered_kinds",
@@ -35,6 +37,7 @@ class MethodFamily(str, enum.Enum):
     GAUSSIAN = "gaussian"  # pixels x Gaussian process: DDIM (the reference) and DDPM
     DVDP = "dvdp"  # pixels x DVDP: shared U-Net, and one U-Net per stage
     SUBSPACE = "subspace"  # pixels x subspace diffusion
+    SSD = "ssd"  # pixels x scale-space diffusion, on a Flexi-UNet
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,9 @@ def _gaussian_methods(base: Config) -> list[BenchMethod]:
                           ("DDIM (full res.)", "DDPM ancestral (full res.)"))  # fmt: skip
 
 
-def _on(base: Config, kind: ProcessKind, options: object) -> Config:
-    """``base`` with the pixel codec and the process ``kind`` with ``options``."""
-    process = dataclasses.replace(base.process, kind=kind, options=options)
+def _on(base: Config, kind: ProcessKind, options: object, **process: object) -> Config:
+    """``base`` with the pixel codec and the process ``kind`` with ``options`` (and other ``process`` fields)."""
+    process = dataclasses.replace(base.process, kind=kind, options=options, **process)
     return dataclasses.replace(base, process=process, codec=dataclasses.replace(base.codec, kind=CodecKind.PIXEL,
                                                                                  options=None))  # fmt: skip
 
@@ -100,11 +103,24 @@ def _subspace_methods(base: Config) -> list[BenchMethod]:
                           (f"Subspace DDIM (switch {label})", f"Subspace ancestral (switch {label})"))  # fmt: skip
 
 
+def _ssd_methods(base: Config) -> list[BenchMethod]:
+    """Scale-space diffusion with the base config's levels, else min(3, the U-Net's levels) (32 -> 16 -> 8 at
+    32 px), x0-prediction (its only parameterization), on a Flexi-UNet of the base architecture."""
+    own = base.process.options if isinstance(base.process.options, ScaleSpaceOptions) else None
+    options = own or ScaleSpaceOptions(levels=min(3, len(base.model.channel_mult)))
+    config = _on(base, ProcessKind.SSD, options, parameterization=Parameterization.X0)
+    model = dataclasses.replace(base.model, flexi=True, per_stage_nets=False, stage_embedding=False)
+    config = dataclasses.replace(config, model=model)
+    return _ddim_and_ddpm(config, ("ssd-ddim", "ssd-ddpm"), (f"SSD deterministic ({options.levels} levels)",
+                                                             f"SSD ancestral ({options.levels} levels)"))  # fmt: skip
+
+
 # One entry per method family; a new codec x process pair adds `MethodFamily.X: _x_methods` here.
 METHOD_BUILDERS: dict[MethodFamily, Callable[[Config], list[BenchMethod]]] = {
     MethodFamily.GAUSSIAN: _gaussian_methods,
     MethodFamily.DVDP: _dvdp_methods,
     MethodFamily.SUBSPACE: _subspace_methods,
+    MethodFamily.SSD: _ssd_methods,
 }
 
 

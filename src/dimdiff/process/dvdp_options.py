@@ -21,6 +21,7 @@ from torch import Tensor
 from dimdiff.errors import ConfigError, check_option
 from dimdiff.ops.pool import components
 from dimdiff.process.dimension_varying import DimensionVaryingProcess
+from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.schedules import Schedule
 from dimdiff.process.stages import Stages, Window
 
@@ -64,6 +65,9 @@ class DVDPOptions:
     def num_levels(self) -> int:
         return len(self.turning_points) + 1
 
+    def parameterizations(self) -> tuple[Parameterization, ...]:
+        return tuple(Parameterization)
+
     def fit(self, latents: Tensor) -> DVDPOptions:
         return self
 
@@ -92,6 +96,9 @@ class SubspaceOptions:
 
     def num_levels(self) -> int:
         return len(self.turning_points) + 1
+
+    def parameterizations(self) -> tuple[Parameterization, ...]:
+        return tuple(Parameterization)
 
     @property
     def needs_fit(self) -> bool:

@@ -207,6 +207,9 @@ class GaussianOptions:
     def num_levels(self) -> int:
         return 1
 
+    def parameterizations(self) -> tuple[Parameterization, ...]:
+        return tuple(Parameterization)
+
     def fit(self, latents: Tensor) -> GaussianOptions:
         return self
 

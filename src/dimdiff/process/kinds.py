@@ -18,6 +18,8 @@ from dimdiff.errors import find_kind
 from dimdiff.process.base import DiffusionProcess
 from dimdiff.process.dvdp_options import DVDPOptions, SubspaceOptions
 from dimdiff.process.gaussian import GaussianOptions
+from dimdiff.process.parameterization import Parameterization
+from dimdiff.process.scale_space import ScaleSpaceOptions
 from dimdiff.process.schedules import Schedule
 
 __all__ = ["PROCESSES", "ProcessKind", "ProcessOptions", "process_kind"]
@@ -27,6 +29,7 @@ class ProcessKind(str, enum.Enum):
     GAUSSIAN = "gaussian"  # DDPM/DDIM variance-preserving baseline
     DVDP = "dvdp"  # dimensionality-varying diffusion: attenuate and drop detail components
     SUBSPACE = "subspace"  # subspace diffusion: drop detail components unattenuated (approximate crossing)
+    SSD = "ssd"  # scale-space diffusion: the forward process also downsamples
 
 
 class ProcessOptions(Protocol):
@@ -34,6 +37,10 @@ class ProcessOptions(Protocol):
 
     def num_levels(self) -> int:
         """How many resolutions the state takes (1: it keeps the data's all along)."""
+        ...
+
+    def parameterizations(self) -> tuple[Parameterization, ...]:
+        """What the network may predict for this process."""
         ...
 
     @property
@@ -54,6 +61,7 @@ PROCESSES: dict[Any, type] = {
     ProcessKind.GAUSSIAN: GaussianOptions,
     ProcessKind.DVDP: DVDPOptions,
     ProcessKind.SUBSPACE: SubspaceOptions,
+    ProcessKind.SSD: ScaleSpaceOptions,
 }
 
 

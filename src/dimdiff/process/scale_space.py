@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from dimdiff.errors import ConfigError, check_option
 from dimdiff.ops.combine import linear_combination
 from dimdiff.ops.pool import pool, project_complement, unpool
 from dimdiff.ops.resize import Resize, down
@@ -47,7 +48,7 @@ from dimdiff.process.parameterization import Parameterization, target_coefficien
 from dimdiff.process.schedules import LinearBetaSchedule, Schedule
 from dimdiff.process.timesteps import Spacing, timesteps
 
-__all__ = ["ResolutionSchedule", "ScaleSpaceProcess", "level_starts"]
+__all__ = ["ResolutionSchedule", "ScaleSpaceOptions", "ScaleSpaceProcess", "level_starts"]
 
 
 class ResolutionSchedule(str, enum.Enum):
@@ -261,3 +262,33 @@ class ScaleSpaceProcess:
         unseen = project_complement(linear_combination([(x0_s, c["alpha_s"]), (noise, c["sigma_s"])]), j)
         x_s = unpool(seen, j) + unseen  # (B, C, H_s, W_s)
         return on_cross(x_s, s) if on_cross is not None else x_s
+
+
+@dataclass(frozen=True)
+class ScaleSpaceOptions:
+    """``process.kind = ssd``: levels, the resolution schedule and its gamma (area degradation)."""
+
+    levels: int = 3  # L resolutions R / 2^k, k = 0..L-1; the data resolution must be divisible by 2^(L-1)
+    resolution_schedule: ResolutionSchedule = ResolutionSchedule.CONVEX  # how the T steps are split into levels
+    gamma: float = 0.5  # convex: u = 1 - (1 - tau)^gamma (< 1 keeps full resolution longest)
+
+    needs_fit = False
+
+    def __post_init__(self) -> None:
+        check_option(self.levels >= 1, "process.levels", "an integer >= 1", self.levels)
+        check_option(self.gamma > 0, "process.gamma", "a value > 0", self.gamma)
+
+    def num_levels(self) -> int:
+        return self.levels
+
+    def parameterizations(self) -> tuple[Parameterization, ...]:
+        return (Parameterization.X0,)  # a change step's target is one level finer than x_t: no eps or v there
+
+    def fit(self, latents: Tensor) -> ScaleSpaceOptions:
+        return self
+
+    def build(self, shape: tuple[int, int, int], schedule: Schedule, num_steps: int) -> ScaleSpaceProcess:
+        try:
+            return ScaleSpaceProcess(shape, self.levels, schedule, num_steps, self.resolution_schedule, self.gamma)
+        except ValueError as exc:
+            raise ConfigError(f"process.levels: {exc}") from None
