@@ -225,11 +225,21 @@ def test_staged_variants_train_resume_exactly_and_sample(tmp_path, variant):
     images = generate(model, 2, seed=0)
     assert images.shape == (2, 1, 16, 16) and images.abs().max() <= 1.0 + 1e-6  # components recombined in fp32
     if variant == "per-stage-nets":  # saved before model.pixel_units existed: its nets ran in orthonormal units
-        meta_file = Path(whole.checkpoint) / "config.json"
-        meta = json.loads(meta_file.read_text())
-        del meta["config"]["model"]["pixel_units"]
-        meta_file.write_text(json.dumps(meta))
+        _as_saved_before_pixel_units(Path(whole.checkpoint))
         assert load_model(whole.checkpoint).denoiser.pixel_units is False
+
+
+def _as_saved_before_pixel_units(folder: Path) -> None:
+    """Rewrite a checkpoint as dimdiff wrote it before model.pixel_units (and manifests) existed."""
+    from safetensors.torch import load_file, save_file
+
+    meta = json.loads((folder / "config.json").read_text())
+    del meta["config"]["model"]["pixel_units"], meta["manifest"]
+    (folder / "config.json").write_text(json.dumps(meta))
+    (folder / "manifest.json").unlink()
+    for name in ("model.safetensors", "ema.safetensors"):
+        tensors = load_file(str(folder / name))
+        save_file(tensors, str(folder / name), metadata={"format": meta["format"], "dimdiff_config": json.dumps(meta)})
 
 
 def test_subspace_samples_with_the_langevin_corrector(tmp_path):

@@ -5,13 +5,14 @@
     dimdiff eval --checkpoint DIR --n 2000 --metrics fd-digits,kid,swd,pr
     dimdiff eval --samples DIR|FILE.npz --reference digits|FOLDER|FILE.npz
     dimdiff bench sampling|training|quality [--config FILE] [section.key=value ...]
-    dimdiff info DIR
+    dimdiff info DIR [--verify [--sizes-only]]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,8 +76,12 @@ def _parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
 
-    p = sub.add_parser("info", help="print a checkpoint's config, step and parameter count")
+    p = sub.add_parser("info", help="print a checkpoint's config, step and parameter count, or --verify its files")
     p.add_argument("checkpoint", help="checkpoint folder or run folder")
+    p.add_argument("--verify", action="store_true",
+                   help="check every file of the checkpoint (of every checkpoint of a run folder) against its "
+                        "manifest; exit status 1 if any is damaged")
+    p.add_argument("--sizes-only", action="store_true", help="with --verify: compare sizes, skip the sha256")
     return parser
 
 
@@ -208,6 +213,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from dimdiff.checkpoint import read_checkpoint_info
     from dimdiff.config import config_to_dict
 
+    if args.verify:
+        return _verify(Path(args.checkpoint), sizes_only=args.sizes_only)
+    if args.sizes_only:
+        raise ConfigError("--sizes-only: expected together with --verify, got it alone")
     info = read_checkpoint_info(args.checkpoint)
     print(f"checkpoint: {info.path}")
     print(f"step:       {info.step}")
@@ -216,6 +225,31 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("config:")
     print(json.dumps(config_to_dict(info.config), indent=2))
     return 0
+
+
+def _verify(path: Path, *, sizes_only: bool) -> int:
+    """``dimdiff info --verify``: each checkpoint intact or damaged (which file, why); 1 if any is damaged."""
+    from dimdiff import checkpoint as ckpt
+    from dimdiff.train.run_folder import other_folders
+
+    folders = ckpt.list_checkpoints(path) if (path / "checkpoints").is_dir() else [ckpt.find_checkpoint(path)]
+    if not folders:
+        raise CheckpointError(f"{path / 'checkpoints'} holds no checkpoint (step_*) to verify")
+    level = ckpt.Verify.SIZES if sizes_only else ckpt.Verify.FULL
+    damaged = 0
+    for folder in folders:
+        problems = ckpt.verify_checkpoint(folder, level)
+        damaged += bool(problems)
+        note = "sizes checked" if sizes_only else "sizes and sha256 checked"
+        if not (folder / ckpt.MANIFEST).exists():
+            note = "no manifest (written before dimdiff kept one): structure checked, contents cannot be"
+        print(f"{folder}: DAMAGED" if problems else f"{folder}: intact ({note})")
+        for problem in problems:
+            print("  " + problem.replace(f"{folder}{os.sep}", "").replace("\n", "\n  "))
+    for other, what in other_folders(path) if (path / "checkpoints").is_dir() else []:
+        print(f"{other}: not a checkpoint: {what}")
+    print(f"{len(folders) - damaged} intact, {damaged} damaged")
+    return 1 if damaged else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -286,7 +286,7 @@ def _train_step(run: _Run, model: nn.Module, denoiser: Denoiser, batches: Any) -
 def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: str | None,
            progress: bool, echo: Any) -> TrainResult:  # fmt: skip
     tc, main, out_dir = config.train, dist_info.is_main, Path(config.train.out_dir)
-    start = resume_path(resume, out_dir)
+    start = resume_path(resume, out_dir, main=main, echo=echo)
     run, dataset = _build(config, device, dist_info, start)
     if main and start is None:
         _report_fit(config.process.options, run.config.process.options, echo)
