@@ -36,7 +36,7 @@ from dimdiff.samplers.ddim import Callback
 
 __all__ = [
     "SAMPLERS", "build_codec", "build_process", "build_head", "build_net", "build_denoiser", "run_sampler",
-    "sample_images", "data_channels", "data_shape", "fit_process", "fit_to_data", "needs_data",
+    "sample_images", "check_net_shapes", "data_channels", "data_shape", "fit_process", "fit_to_data", "needs_data",
 ]  # fmt: skip
 
 FIT_IMAGES = 5000  # training images (evenly spaced) that process options estimate their statistics from
@@ -127,6 +127,7 @@ def build_net(config: ModelConfig, process: DiffusionProcess, head: Head) -> nn.
     where the state keeps one resolution, else a `StagedNet` (shared, shared and told the level, or one
     per level). Attention sizes refer to the finest state's resolution."""
     shapes = process.net_shapes()
+    check_net_shapes(config, process)
     (channels, resolution, _), target = shapes[0]
     out_channels = head.output_shape(target)[0]
     if len(shapes) == 1:
@@ -139,6 +140,24 @@ def build_net(config: ModelConfig, process: DiffusionProcess, head: Head) -> nn.
     else:
         nets = [_unet(config, channels, out_channels, resolution, len(shapes) if config.stage_embedding else 0)]
     return StagedNet(nets, heights=[state[1] for state, _ in shapes], tell_stage=config.stage_embedding)
+
+
+def check_net_shapes(config: ModelConfig, process: DiffusionProcess) -> None:
+    """A ConfigError unless the U-Net can run on every state ``process.net_shapes()`` lists: it halves height
+    and width len(channel_mult) - 1 times, so each must be divisible by 2^(len(channel_mult) - 1)."""
+    levels = len(config.channel_mult)
+    divisor = 2 ** (levels - 1)
+    states = [state for state, _ in process.net_shapes()]
+    bad = [(h, w) for _, h, w in states if h % divisor or w % divisor]
+    if bad:
+        shown = ", ".join(f"{h}x{w}" for _, h, w in states)
+        raise ConfigError(
+            f"model.channel_mult = {list(config.channel_mult)}: a U-Net of {levels} levels halves its input "
+            f"{levels - 1} time(s), so it expects states whose height and width are divisible by {divisor}, "
+            f"got {bad[-1][0]}x{bad[-1][1]} (the states it would see: {shown}); choose a data.resolution for "
+            f"which every state is divisible by {divisor}{', fewer turning points' if len(states) > 1 else ''}, "
+            "or fewer U-Net levels"
+        )
 
 
 def build_denoiser(config: Config, net: nn.Module, process: DiffusionProcess, *,

@@ -1,0 +1,165 @@
+"""User errors in `dimdiff train / sample / eval` end in one `error: ...` line that names what was expected
+and what was received: no traceback, and (for training) nothing written to the run folder."""
+
+import pytest
+import torch
+
+from dimdiff.cli import main
+from dimdiff.config import ConfigError, apply_overrides, config_from_dict, load_config
+
+TINY = ["--config", "configs/digits16_tiny.toml", "--no-progress", "train.steps=2", "train.batch_size=8",
+        "train.sample_n=2", "sample.steps=2", "model.base_channels=8"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("checks") / "run"
+    assert main(["train", *TINY, f"train.out_dir={out}"]) == 0
+    return out
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def _fails(args, capsys, *expected):
+    """main(args) exits non-zero with one error line holding every ``expected`` text."""
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    line = captured.err.strip().splitlines()[-1]
+    assert line.startswith("error: ")
+    for text in expected:
+        assert text in line, line
+    return line
+
+
+# ----------------------------------------------------------------------------------- train: before any write
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model.channel_mult=[1,1,1,1,1,1]"], ["divisible by 32", "got 16x16"]),  # 6 levels on 16 px
+        (["process.kind=dvdp", "process.turning_points=[0.2,0.4,0.6]", "process.window_widths=[0.1,0.1,0.1]",
+          "model.channel_mult=[1,2,2]", "model.attention_resolutions=[]"],
+         ["divisible by 4", "got 2x2", "16x16, 8x8, 4x4, 2x2"]),  # stage 3 of 16 px is 2x2
+        (["process.kind=dvdp", "process.turning_points=[0.1,0.2,0.4,0.6,0.8]",
+          "process.window_widths=[0.05,0.1,0.1,0.1,0.1]", "model.channel_mult=[1]", "model.attention_resolutions=[]"],
+         ["process.turning_points", "divisible by 32, got 16x16"]),  # more turning points than 16 px allows
+        (["train.lr=inf"], ["train.lr: expected a finite number, got inf"]),
+        (["train.device=cuda"], ["train.device: expected a CUDA device, but this torch"]),
+        (["train.precision=fp16", "train.device=auto"], ["train.precision", "fp16 needs a CUDA device"]),
+    ],
+    ids=["levels", "dvdp_levels", "turning_points", "lr_inf", "cuda", "fp16"],
+)
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry_run", "train"])
+@pytest.mark.usefixtures("no_cuda")
+def test_train_refuses_before_writing_anything(tmp_path, capsys, overrides, expected, dry_run):
+    out = tmp_path / "run"
+    _fails(["train", *TINY, f"train.out_dir={out}", *overrides, *(["--dry-run"] if dry_run else [])], capsys,
+           *expected)  # fmt: skip
+    assert not out.exists()
+
+
+def test_train_out_dir_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    _fails(["train", *TINY, f"train.out_dir={tmp_path / 'taken'}"], capsys,
+           "train.out_dir: expected a folder", "got the file")  # fmt: skip
+
+
+def test_config_path_that_is_a_folder_or_binary(tmp_path, capsys):
+    _fails(["train", "--config", str(tmp_path), "--dry-run"], capsys, "expected a TOML config file, got the folder")
+    (tmp_path / "bin.toml").write_bytes(bytes(range(128, 256)))
+    _fails(["train", "--config", str(tmp_path / "bin.toml"), "--dry-run"], capsys,
+           "expected a TOML config file (UTF-8 text), got binary data")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=inf", "train.lr: expected a finite number, got inf"),
+        ("train.lr=nan", "train.lr: expected a finite number, got nan"),
+        ("train.min_snr_gamma=inf", "train.min_snr_gamma: expected a finite number"),
+        ("sample.eta=nan", "sample.eta: expected a finite number"),
+        ("train.weight_decay=-1", "train.weight_decay: expected a value >= 0 (0 = off), got -1.0"),
+        ("train.grad_clip=-1", "train.grad_clip: expected a value >= 0"),
+        ("train.warmup_steps=-5", "train.warmup_steps: expected a value >= 0"),
+        ("data.num_workers=-1", "data.num_workers: expected an integer >= 0, got -1"),
+    ],
+)
+def test_non_finite_and_negative_values_are_refused_on_load(override, message):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(apply_overrides({}, [override]))
+    assert message in str(info.value)
+
+
+def test_train_config_refuses_an_infinite_learning_rate_from_python():
+    from dimdiff.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="train.lr: expected a finite value > 0, got inf"):
+        TrainConfig(lr=float("inf"))
+
+
+def test_shipped_defaults_still_load():
+    assert load_config("configs/digits16_tiny.toml").train.lr > 0
+
+
+# ----------------------------------------------------------------------------------- sample
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--batch-size", "0"], ["--batch-size: expected an integer >= 1, got 0"]),
+        (["--batch-size", "-1"], ["--batch-size: expected an integer >= 1, got -1"]),
+        (["--n", "-3"], ["--n: expected an integer >= 1, got -3"]),
+        (["--threads", "-1"], ["--threads: expected an integer >= 0, got -1"]),
+        (["--steps", "0"], ["sample.steps: expected an integer >= 1, got 0"]),
+        (["--eta", "2"], ["sample.eta: expected a value in [0, 1]"]),
+        (["--device", "cuda"], ["--device: expected a CUDA device, but this torch"]),
+        (["--device", "cuda:3"], ["--device: expected a CUDA device"]),
+        (["--device", "gpu"], ["--device: expected cpu, cuda or cuda:N, got 'gpu'"]),
+    ],
+)
+@pytest.mark.usefixtures("no_cuda")
+def test_sample_argument_errors(checkpoint, tmp_path, capsys, args, expected):
+    out = tmp_path / "s"
+    _fails(["sample", "--checkpoint", str(checkpoint), "--out", str(out), "--n", "2", *args], capsys, *expected)
+    assert not out.exists()
+
+
+def test_sample_out_that_is_a_file(checkpoint, tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    _fails(["sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "f"), "--n", "1"], capsys,
+           "--out: expected a folder", "got the file")  # fmt: skip
+
+
+@pytest.mark.usefixtures("no_cuda")
+def test_load_model_checks_the_device(checkpoint):
+    from dimdiff.generate import generate, load_model
+
+    with pytest.raises(ConfigError, match="device: expected a CUDA device, but this torch"):
+        load_model(checkpoint, device="cuda")
+    with pytest.raises(ConfigError, match="batch_size: expected an integer >= 1, got 0"):
+        generate(load_model(checkpoint), 2, batch_size=0)
+
+
+# ----------------------------------------------------------------------------------- eval
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--n", "0"], ["--n: expected an integer >= 1, got 0"]),
+        (["--n", "-2"], ["--n: expected an integer >= 1, got -2"]),
+        (["--batch-size", "0"], ["--batch-size: expected an integer >= 1, got 0"]),
+        (["--device", "cuda"], ["--device: expected a CUDA device"]),
+        (["--save-samples", "somewhere"], ["--save-samples: expected a path ending in .npz, got somewhere"]),
+    ],
+)
+@pytest.mark.usefixtures("no_cuda")
+def test_eval_argument_errors(checkpoint, tmp_path, monkeypatch, capsys, args, expected):
+    monkeypatch.chdir(tmp_path)  # whatever a failing check lets through is written here
+    _fails(["eval", "--checkpoint", str(checkpoint), "--metrics", "swd", "--steps", "2", "--out", "e.json", *args],
+           capsys, *expected)  # fmt: skip
+
+
+def test_eval_out_that_is_a_folder(checkpoint, tmp_path, capsys):
+    _fails(["eval", "--checkpoint", str(checkpoint), "--metrics", "swd", "--n", "2", "--out", str(tmp_path)],
+           capsys, "--out: expected a path for the JSON result file, got the folder")  # fmt: skip
