@@ -1,6 +1,7 @@
 """User errors in `dimdiff train / sample / eval` end in one `error: ...` line that names what was expected
 and what was received: no traceback, and (for training) nothing written to the run folder."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -163,3 +164,44 @@ def test_eval_argument_errors(checkpoint, tmp_path, monkeypatch, capsys, args, e
 def test_eval_out_that_is_a_folder(checkpoint, tmp_path, capsys):
     _fails(["eval", "--checkpoint", str(checkpoint), "--metrics", "swd", "--n", "2", "--out", str(tmp_path)],
            capsys, "--out: expected a path for the JSON result file, got the folder")  # fmt: skip
+
+
+@pytest.mark.parametrize("content", [b"\x9d\x00\xff\x13 random bytes", b"hello, text", None], ids=["bytes", "text",
+                                                                                                 "truncated"])
+def test_eval_samples_that_are_not_an_npz(tmp_path, capsys, content):
+    path = tmp_path / "s.npz"
+    if content is None:
+        np.savez(path, images=np.zeros((4, 8, 8), dtype=np.uint8))
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        path.write_bytes(content)
+    line = _fails(["eval", "--samples", str(path), "--reference", "digits", "--metrics", "swd"], capsys,
+                  str(path), "is not a NumPy .npz archive")  # fmt: skip
+    assert "pickle" not in line
+
+
+def test_training_data_that_is_not_an_npz(tmp_path, capsys):
+    path = tmp_path / "data.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(3000))
+    line = _fails(["train", *TINY, "data.name=npz", f"data.path={path}", f"train.out_dir={tmp_path / 'r'}"], capsys,
+                  "data.npz is not a NumPy .npz archive", "got other binary data")  # fmt: skip
+    assert "pickle" not in line
+    np.savez(path, images=np.array([1, "a", None], dtype=object))
+    line = _fails(["train", *TINY, "data.name=npz", f"data.path={path}", f"train.out_dir={tmp_path / 'r'}"], capsys,
+                  "expected an array of numbers under 'images'", "got an array of Python objects")  # fmt: skip
+    assert "pickle" not in line
+
+
+def test_an_npz_with_another_kind_of_member_or_a_single_npy(tmp_path):
+    import zipfile
+
+    from dimdiff.data import DataError, load_dataset
+
+    with zipfile.ZipFile(tmp_path / "zip.npz", "w") as archive:
+        archive.writestr("picture.png", b"not an array")
+    with pytest.raises(DataError, match="expected .npy arrays in the npz file .*got the member 'picture.png'"):
+        load_dataset("npz", path=tmp_path / "zip.npz")
+    np.save(tmp_path / "one.npy", np.zeros((2, 8, 8), dtype=np.uint8))
+    (tmp_path / "one.npy").rename(tmp_path / "one.npz")
+    with pytest.raises(DataError, match=r"not a NumPy .npz archive.*got a single .npy array \(numpy.save\)"):
+        load_dataset("npz", path=tmp_path / "one.npz")
