@@ -205,3 +205,41 @@ def test_an_npz_with_another_kind_of_member_or_a_single_npy(tmp_path):
     (tmp_path / "one.npy").rename(tmp_path / "one.npz")
     with pytest.raises(DataError, match=r"not a NumPy .npz archive.*got a single .npy array \(numpy.save\)"):
         load_dataset("npz", path=tmp_path / "one.npz")
+
+
+# ----------------------------------------------------------------------------------- upscaled images
+def _folder(root, n, size):
+    from PIL import Image
+
+    root.mkdir()
+    for i in range(n):
+        Image.fromarray(np.full((size, size, 3), 10 * i, dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+def test_tiny_images_upscaled_more_than_2x_are_reported_once(tmp_path, caplog):
+    from dimdiff.data import load_dataset
+
+    tiny, fine = _folder(tmp_path / "tiny", 5, 1), _folder(tmp_path / "fine", 3, 8)
+    with caplog.at_level("WARNING", logger="dimdiff.data"):
+        assert load_dataset("folder", path=tiny, resolution=16)[0].shape == (3, 16, 16)
+    warnings = [r.getMessage() for r in caplog.records if "upscaled" in r.getMessage()]
+    assert warnings == [f"5 of 5 images in {tiny} are upscaled more than 2x (smallest 1x1 px) to 16 px; they will "
+                        f"look like blobs: use a lower resolution or larger images"]  # fmt: skip
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="dimdiff.data"):
+        load_dataset("folder", path=fine, resolution=16)  # exactly 2x: not reported
+        np.savez(tmp_path / "small.npz", images=np.zeros((7, 4, 6), dtype=np.uint8))
+        load_dataset("npz", path=tmp_path / "small.npz", resolution=16)
+    assert [r.getMessage()[:60] for r in caplog.records] == [
+        f"7 of 7 images in {tmp_path / 'small.npz'} are upscaled more than 2x (smallest 4x4 px)"[:60]
+    ]
+
+
+def test_training_on_tiny_images_warns(tmp_path, caplog):
+    tiny = _folder(tmp_path / "tiny", 8, 1)
+    with caplog.at_level("WARNING", logger="dimdiff.data"):
+        assert main(["train", *TINY, "data.name=folder", f"data.path={tiny}", "train.steps=1",
+                     f"train.out_dir={tmp_path / 'r'}"]) == 0  # fmt: skip
+    assert sum("8 of 8 images" in r.getMessage() and "they will look like blobs" in r.getMessage()
+               for r in caplog.records) == 1  # fmt: skip

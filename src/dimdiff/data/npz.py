@@ -20,6 +20,7 @@ from .base import TensorImageDataset
 from .errors import DataError
 from .transforms import (
     center_crop_square,
+    report_upscaled,
     resize_square,
     to_channels,
     uint8_to_signed,
@@ -121,5 +122,6 @@ def load_npz_dataset(
     if array.size == 0:
         raise DataError(f"expected at least one image in {path}, got shape {array.shape}")
     x = to_signed(np.ascontiguousarray(to_nchw(array)))        # (N, C, H, W)
+    report_upscaled([min(x.shape[-2:])] * len(x), resolution, str(path))
     x = resize_square(center_crop_square(x).contiguous(), resolution)  # (N, C, R, R)
     return TensorImageDataset(to_channels(x, channels).contiguous(), name="npz")
