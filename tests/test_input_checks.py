@@ -50,8 +50,9 @@ def _fails(args, capsys, *expected):
         (["train.lr=inf"], ["train.lr: expected a finite number, got inf"]),
         (["train.device=cuda"], ["train.device: expected a CUDA device, but this torch"]),
         (["train.precision=fp16", "train.device=auto"], ["train.precision", "fp16 needs a CUDA device"]),
+        (["model.num_heads=3"], ["model.num_heads: expected a divisor of the widths [16]", "got 3"]),
     ],
-    ids=["levels", "dvdp_levels", "turning_points", "lr_inf", "cuda", "fp16"],
+    ids=["levels", "dvdp_levels", "turning_points", "lr_inf", "cuda", "fp16", "heads"],
 )
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry_run", "train"])
 @pytest.mark.usefixtures("no_cuda")
@@ -82,10 +83,12 @@ def test_config_path_that_is_a_folder_or_binary(tmp_path, capsys):
         ("train.lr=nan", "train.lr: expected a finite number, got nan"),
         ("train.min_snr_gamma=inf", "train.min_snr_gamma: expected a finite number"),
         ("sample.eta=nan", "sample.eta: expected a finite number"),
-        ("train.weight_decay=-1", "train.weight_decay: expected a value >= 0 (0 = off), got -1.0"),
+        ("train.weight_decay=-1", "train.weight_decay: expected a value >= 0, got -1.0"),
         ("train.grad_clip=-1", "train.grad_clip: expected a value >= 0"),
         ("train.warmup_steps=-5", "train.warmup_steps: expected a value >= 0"),
         ("data.num_workers=-1", "data.num_workers: expected an integer >= 0, got -1"),
+        ("train.sample_every=-1", "train.sample_every: expected a value >= 0, got -1"),
+        ("model.num_heads=0", "model.num_heads: expected an integer >= 1, got 0"),
     ],
 )
 def test_non_finite_and_negative_values_are_refused_on_load(override, message):
@@ -113,6 +116,7 @@ def test_shipped_defaults_still_load():
         (["--batch-size", "-1"], ["--batch-size: expected an integer >= 1, got -1"]),
         (["--n", "-3"], ["--n: expected an integer >= 1, got -3"]),
         (["--threads", "-1"], ["--threads: expected an integer >= 0, got -1"]),
+        (["--seed", "-1"], ["--seed: expected an integer >= 0, got -1"]),
         (["--steps", "0"], ["sample.steps: expected an integer >= 1, got 0"]),
         (["--eta", "2"], ["sample.eta: expected a value in [0, 1]"]),
         (["--device", "cuda"], ["--device: expected a CUDA device, but this torch"]),
@@ -150,13 +154,16 @@ def test_load_model_checks_the_device(checkpoint):
         (["--n", "0"], ["--n: expected an integer >= 1, got 0"]),
         (["--n", "-2"], ["--n: expected an integer >= 1, got -2"]),
         (["--batch-size", "0"], ["--batch-size: expected an integer >= 1, got 0"]),
+        (["--seed", "-5"], ["--seed: expected an integer >= 0, got -5"]),
         (["--device", "cuda"], ["--device: expected a CUDA device"]),
+        (["--cache-dir", "e.json", "--metrics", "fd-digits"], ["--cache-dir: expected a folder", "got the file"]),
         (["--save-samples", "somewhere"], ["--save-samples: expected a path ending in .npz, got somewhere"]),
     ],
 )
 @pytest.mark.usefixtures("no_cuda")
 def test_eval_argument_errors(checkpoint, tmp_path, monkeypatch, capsys, args, expected):
     monkeypatch.chdir(tmp_path)  # whatever a failing check lets through is written here
+    (tmp_path / "e.json").write_text("{}")
     _fails(["eval", "--checkpoint", str(checkpoint), "--metrics", "swd", "--steps", "2", "--out", "e.json", *args],
            capsys, *expected)  # fmt: skip
 

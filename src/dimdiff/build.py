@@ -72,7 +72,13 @@ def attention_levels(config: ModelConfig, resolution: int) -> tuple[int, ...]:
             f"model.attention_resolutions: expected sizes among {sorted(sizes)} for "
             f"{resolution} px data and {len(config.channel_mult)} levels, got {bad}"
         )
-    return tuple(sorted(sizes[r] for r in config.attention_resolutions))
+    levels = tuple(sorted(sizes[r] for r in config.attention_resolutions))
+    widths = sorted({config.base_channels * config.channel_mult[level] for level in (*levels, -1)})  # -1: middle
+    if any(width % config.num_heads for width in widths):
+        raise ConfigError(f"model.num_heads: expected a divisor of the widths {widths} of the levels with attention "
+                          f"(the middle always has it; width = base_channels x channel_mult), "
+                          f"got {config.num_heads}")  # fmt: skip
+    return levels
 
 
 def needs_data(config: Config) -> bool:

@@ -39,13 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a TOML config")
     p.add_argument("--config", required=True, help="TOML file (see configs/)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.steps=100")
-    p.add_argument("--dry-run", action="store_true", help="resolve and print the config, build the model, stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="make every check training makes before it reads data or writes anything (config, device, "
+                        "U-Net levels against the process's resolutions), print the config and model size, stop")
     p.add_argument("--resume", default=None, help="'auto' (newest checkpoint in train.out_dir) or a checkpoint folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sample", help="sample images from a checkpoint")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder, or a run folder (newest checkpoint)")
-    p.add_argument("--n", type=int, default=64, help="number of images")
+    p.add_argument("--n", type=int, default=64, help="number of images (>= 1)")
     _add_sampler_options(p)
     p.add_argument("--out", required=True, help="output folder: grid.png, images/, samples.npz")
     p.add_argument("--npz", action="store_true", help="also write samples.npz (uint8 NHWC under 'images')")
@@ -61,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None,
                    help="digits, patches, an image folder or a .npz (default: the checkpoint's training data)")
     p.add_argument("--split", choices=[s.value for s in Split], default="train", help="reference split")
-    p.add_argument("--n", type=int, default=2000, help="samples to draw from a checkpoint")
+    p.add_argument("--n", type=int, default=2000, help="samples to draw from a checkpoint (>= 1)")
     p.add_argument("--metrics", default="fd-digits,kid,swd,pr",
                    help=f"comma-separated, from {', '.join(m.value for m in Metric)}")
     _add_sampler_options(p)
@@ -70,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None,
                    help="reference feature cache (default: $DIMDIFF_CACHE or ~/.cache/dimdiff)")
     p.add_argument("--out", default=None, help="JSON result file (default: beside the checkpoint or samples)")
-    p.add_argument("--save-samples", default=None, help="also write the generated samples to this .npz")
+    p.add_argument("--save-samples", default=None, help="also write the generated samples to this FILE.npz")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
 
@@ -89,8 +91,8 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corrector-steps", type=int, default=None,
                    help="dvdp/subspace: Langevin steps on the refilled detail after each upward crossing")
     p.add_argument("--corrector-snr", type=float, default=None, help="target SNR of the Langevin step size")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="integer >= 0; batch i draws from a stream of (seed, i)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per sampling batch (>= 1)")
 
 
 def _sample_config(args: argparse.Namespace, base: SampleConfig) -> SampleConfig:
@@ -108,7 +110,7 @@ def _sample_config(args: argparse.Namespace, base: SampleConfig) -> SampleConfig
 def _check_run_args(args: argparse.Namespace) -> torch.device:
     """The counts and device of `sample` / `eval`, checked before any checkpoint is read; applies --threads."""
     for flag, value, least in (("--n", args.n, 1), ("--batch-size", args.batch_size, 1),
-                               ("--threads", args.threads, 0)):  # fmt: skip
+                               ("--threads", args.threads, 0), ("--seed", args.seed, 0)):  # fmt: skip
         if value < least:
             raise ConfigError(f"{flag}: expected an integer >= {least}, got {value}")
     if args.threads > 0:
@@ -181,6 +183,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--save-samples: expected a path ending in .npz, got {args.save_samples}")
     metrics = parse_metrics(args.metrics)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if cache.exists() and not cache.is_dir():
+        raise ConfigError(f"--cache-dir: expected a folder (new or existing), got the file {cache}")
     if args.checkpoint:
         base = read_checkpoint_info(args.checkpoint)
         report, images = evaluate_checkpoint(

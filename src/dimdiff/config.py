@@ -83,6 +83,7 @@ class ModelConfig:
         check_option(len(self.channel_mult) >= 1 and min(self.channel_mult) >= 1, "model.channel_mult",
                "a non-empty list of integers >= 1", list(self.channel_mult))  # fmt: skip
         check_option(self.num_res_blocks >= 1, "model.num_res_blocks", "an integer >= 1", self.num_res_blocks)
+        check_option(self.num_heads >= 1, "model.num_heads", "an integer >= 1", self.num_heads)
         check_option(0.0 <= self.dropout < 1.0, "model.dropout", "a value in [0, 1)", self.dropout)
 
 
@@ -169,8 +170,8 @@ class TrainConfig:
         for key in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_last", "log_every", "sample_n"):
             check_option(getattr(self, key) >= 1, f"train.{key}", "an integer >= 1", getattr(self, key))
         check_option(math.isfinite(self.lr) and self.lr > 0, "train.lr", "a finite value > 0", self.lr)
-        for key in ("weight_decay", "grad_clip", "warmup_steps"):
-            check_option(getattr(self, key) >= 0, f"train.{key}", "a value >= 0 (0 = off)", getattr(self, key))
+        for key in ("weight_decay", "grad_clip", "warmup_steps", "sample_every"):
+            check_option(getattr(self, key) >= 0, f"train.{key}", "a value >= 0", getattr(self, key))
         check_option(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "a value in [0, 1)", self.ema_decay)
         check_option(self.threads >= 0, "train.threads", "an integer >= 0", self.threads)
         check_option(self.min_snr_gamma > 0, "train.min_snr_gamma", "a value > 0", self.min_snr_gamma)
