@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dimdiff import checkpoint as ckpt
-from dimdiff.config import ProcessKind, config_from_dict, replace_section
+from dimdiff.config import ConfigError, ProcessKind, config_from_dict, replace_section
 from dimdiff.train.loop import TrainingError, train
 
 TINY = {
@@ -119,7 +119,7 @@ def test_training_options_run_and_give_finite_losses(tmp_path, overrides):
 def test_fp16_needs_cuda(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
-    with pytest.raises(TrainingError, match="fp16 needs a CUDA device"):
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         train(tiny(tmp_path, steps=1, precision="fp16", device="cpu"), progress=False)
 
 

@@ -37,7 +37,7 @@ from dimdiff.samplers.ddim import Callback
 
 __all__ = [
     "SAMPLERS", "build_codec", "build_process", "build_head", "build_net", "build_denoiser", "run_sampler",
-    "sample_images", "data_channels", "data_shape", "fit_process", "fit_to_data", "needs_data",
+    "sample_images", "check_net_shapes", "data_channels", "data_shape", "fit_process", "fit_to_data", "needs_data",
 ]  # fmt: skip
 
 FIT_IMAGES = 5000  # training images (evenly spaced) that process options estimate their statistics from
@@ -73,7 +73,13 @@ def attention_levels(config: ModelConfig, resolution: int) -> tuple[int, ...]:
             f"model.attention_resolutions: expected sizes among {sorted(sizes)} for "
             f"{resolution} px data and {len(config.channel_mult)} levels, got {bad}"
         )
-    return tuple(sorted(sizes[r] for r in config.attention_resolutions))
+    levels = tuple(sorted(sizes[r] for r in config.attention_resolutions))
+    widths = sorted({config.base_channels * config.channel_mult[level] for level in (*levels, -1)})  # -1: middle
+    if any(width % config.num_heads for width in widths):
+        raise ConfigError(f"model.num_heads: expected a divisor of the widths {widths} of the levels with attention "
+                          f"(the middle always has it; width = base_channels x channel_mult), "
+                          f"got {config.num_heads}")  # fmt: skip
+    return levels
 
 
 def needs_data(config: Config) -> bool:
@@ -142,6 +148,7 @@ def build_net(config: ModelConfig, process: DiffusionProcess, head: Head) -> nn.
         except ValueError as exc:
             message = f"model.channel_mult: {exc} (a Flexi-UNet needs a U-Net level per process level)"
             raise ConfigError(message) from None
+    check_net_shapes(config, process)  # a plain U-Net runs whole on every state
     if len(shapes) == 1:
         if config.stage_embedding or config.per_stage_nets:
             raise ConfigError("model.stage_embedding / model.per_stage_nets: expected a process whose state changes "
@@ -152,6 +159,25 @@ def build_net(config: ModelConfig, process: DiffusionProcess, head: Head) -> nn.
     else:
         nets = [_unet(config, channels, out_channels, resolution, len(shapes) if config.stage_embedding else 0)]
     return StagedNet(nets, heights=[state[1] for state, _ in shapes], tell_stage=config.stage_embedding)
+
+
+def check_net_shapes(config: ModelConfig, process: DiffusionProcess) -> None:
+    """A ConfigError unless a whole U-Net can run on every state ``process.net_shapes()`` lists: it halves height
+    and width len(channel_mult) - 1 times, so each must be divisible by 2^(len(channel_mult) - 1). (A Flexi-UNet
+    enters a coarser state further down: it needs only the finest state divisible, and checks that itself.)"""
+    levels = len(config.channel_mult)
+    divisor = 2 ** (levels - 1)
+    states = [state for state, _ in process.net_shapes()]
+    bad = [(h, w) for _, h, w in states if h % divisor or w % divisor]
+    if bad:
+        shown = ", ".join(f"{h}x{w}" for _, h, w in states)
+        raise ConfigError(
+            f"model.channel_mult = {list(config.channel_mult)}: a U-Net of {levels} levels halves its input "
+            f"{levels - 1} time(s), so it expects states whose height and width are divisible by {divisor}, "
+            f"got {bad[-1][0]}x{bad[-1][1]} (the states it would see: {shown}); choose a data.resolution for "
+            f"which every state is divisible by {divisor}{', fewer turning points' if len(states) > 1 else ''}, "
+            "or fewer U-Net levels"
+        )
 
 
 def build_denoiser(config: Config, net: nn.Module, process: DiffusionProcess, *,

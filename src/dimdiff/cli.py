@@ -23,6 +23,7 @@ from dimdiff.bench.cli import add_bench_parser, run_bench
 from dimdiff.checkpoint import CheckpointError
 from dimdiff.config import ConfigError, SampleConfig, SamplerKind
 from dimdiff.data import DataError, Split
+from dimdiff.devices import parse_device
 from dimdiff.evaluate import Metric
 from dimdiff.metrics import INCEPTION_WEIGHTS_ENV, FeatureNetworkError
 from dimdiff.samplers import Spacing
@@ -39,19 +40,21 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a TOML config")
     p.add_argument("--config", required=True, help="TOML file (see configs/)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.steps=100")
-    p.add_argument("--dry-run", action="store_true", help="resolve and print the config, build the model, stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="make every check training makes before it reads data or writes anything (config, device, "
+                        "U-Net levels against the process's resolutions), print the config and model size, stop")
     p.add_argument("--resume", default=None, help="'auto' (newest checkpoint in train.out_dir) or a checkpoint folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sample", help="sample images from a checkpoint")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder, or a run folder (newest checkpoint)")
-    p.add_argument("--n", type=int, default=64, help="number of images")
+    p.add_argument("--n", type=int, default=64, help="number of images (>= 1)")
     _add_sampler_options(p)
     p.add_argument("--out", required=True, help="output folder: grid.png, images/, samples.npz")
     p.add_argument("--npz", action="store_true", help="also write samples.npz (uint8 NHWC under 'images')")
     p.add_argument("--no-images", action="store_true", help="skip the individual PNGs")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA (default: sample.use_ema)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
 
     p = sub.add_parser("eval", help="score a checkpoint's samples, or saved samples, against reference data")
@@ -61,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None,
                    help="digits, patches, an image folder or a .npz (default: the checkpoint's training data)")
     p.add_argument("--split", choices=[s.value for s in Split], default="train", help="reference split")
-    p.add_argument("--n", type=int, default=2000, help="samples to draw from a checkpoint")
+    p.add_argument("--n", type=int, default=2000, help="samples to draw from a checkpoint (>= 1)")
     p.add_argument("--metrics", default="fd-digits,kid,swd,pr",
                    help=f"comma-separated, from {', '.join(m.value for m in Metric)}")
     _add_sampler_options(p)
@@ -70,8 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None,
                    help="reference feature cache (default: $DIMDIFF_CACHE or ~/.cache/dimdiff)")
     p.add_argument("--out", default=None, help="JSON result file (default: beside the checkpoint or samples)")
-    p.add_argument("--save-samples", default=None, help="also write the generated samples to this .npz")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--save-samples", default=None, help="also write the generated samples to this FILE.npz")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
 
     add_bench_parser(sub)
@@ -93,8 +96,8 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corrector-steps", type=int, default=None,
                    help="dvdp/subspace: Langevin steps on the refilled detail after each upward crossing")
     p.add_argument("--corrector-snr", type=float, default=None, help="target SNR of the Langevin step size")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="integer >= 0; batch i draws from a stream of (seed, i)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per sampling batch (>= 1)")
 
 
 def _sample_config(args: argparse.Namespace, base: SampleConfig) -> SampleConfig:
@@ -109,18 +112,28 @@ def _sample_config(args: argparse.Namespace, base: SampleConfig) -> SampleConfig
     )  # fmt: skip
 
 
+def _check_run_args(args: argparse.Namespace) -> torch.device:
+    """The counts and device of `sample` / `eval`, checked before any checkpoint is read; applies --threads."""
+    for flag, value, least in (("--n", args.n, 1), ("--batch-size", args.batch_size, 1),
+                               ("--threads", args.threads, 0), ("--seed", args.seed, 0)):  # fmt: skip
+        if value < least:
+            raise ConfigError(f"{flag}: expected an integer >= {least}, got {value}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    return parse_device(args.device, "--device")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from dimdiff.build import build_head, build_net, build_process, data_channels, data_shape
+    from dimdiff.build import data_channels
     from dimdiff.config import dumps, load_config
+    from dimdiff.preflight import preflight
 
     config = load_config(args.config, args.overrides)
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     if args.dry_run:
+        process, net = preflight(config)  # the checks a training run makes before it reads or writes anything
         channels = data_channels(config)
-        process = build_process(config.process, data_shape(config, channels))
-        with torch.device("meta"):
-            net = build_net(config.model, process, build_head(config))
         print(dumps(config))
         levels = len(process.net_shapes())
         nets = f"{levels} UNets (one per stage)" if config.model.per_stage_nets else type(net).__name__
@@ -142,11 +155,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from dimdiff.generate import generate, load_model, write_samples
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    if args.n < 1:
-        raise ConfigError(f"--n: expected an integer >= 1, got {args.n}")
-    model = load_model(args.checkpoint, use_ema=False if args.no_ema else None, device=args.device)
+    device = _check_run_args(args)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out: expected a folder (new or existing), got the file {args.out}")
+    model = load_model(args.checkpoint, use_ema=False if args.no_ema else None, device=device)
     sample = _sample_config(args, model.info.config.sample)
     images = generate(model, args.n, sample, seed=args.seed, batch_size=args.batch_size, progress=True)
     written = write_samples(images, args.out, npz=args.npz, individual=not args.no_images)
@@ -169,16 +181,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     from dimdiff.images import save_npz
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    device = _check_run_args(args)
+    if args.out and Path(args.out).is_dir():
+        raise ConfigError(f"--out: expected a path for the JSON result file, got the folder {args.out}")
+    if args.save_samples and Path(args.save_samples).suffix != ".npz":
+        raise ConfigError(f"--save-samples: expected a path ending in .npz, got {args.save_samples}")
     metrics = parse_metrics(args.metrics)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if cache.exists() and not cache.is_dir():
+        raise ConfigError(f"--cache-dir: expected a folder (new or existing), got the file {cache}")
     if args.checkpoint:
         base = read_checkpoint_info(args.checkpoint)
         report, images = evaluate_checkpoint(
             base.path, n=args.n, metrics=metrics, sample=_sample_config(args, base.config.sample), seed=args.seed,
             batch_size=args.batch_size, reference=args.reference, split=Split(args.split),
-            inception_weights=args.inception_weights, cache_dir=cache, device=args.device, progress=True,
+            inception_weights=args.inception_weights, cache_dir=cache, device=str(device), progress=True,
         )  # fmt: skip
         if args.save_samples:
             save_npz(args.save_samples, images)

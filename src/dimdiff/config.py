@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import sys
 import typing
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from typing import Any
 
 from dimdiff.codecs import CODECS, CodecKind, CodecOptions, codec_kind
 from dimdiff.config_values import coerce, plain
-from dimdiff.data import DatasetName
+from dimdiff.data import DIGITS_RESOLUTIONS, DatasetName
 from dimdiff.errors import ConfigError, check_option
 from dimdiff.heads.regression import LossWeighting
 from dimdiff.process.kinds import PROCESSES, ProcessKind, ProcessOptions, process_kind
@@ -85,6 +86,7 @@ class ModelConfig:
         check_option(len(self.channel_mult) >= 1 and min(self.channel_mult) >= 1, "model.channel_mult",
                "a non-empty list of integers >= 1", list(self.channel_mult))  # fmt: skip
         check_option(self.num_res_blocks >= 1, "model.num_res_blocks", "an integer >= 1", self.num_res_blocks)
+        check_option(self.num_heads >= 1, "model.num_heads", "an integer >= 1", self.num_heads)
         check_option(0.0 <= self.dropout < 1.0, "model.dropout", "a value in [0, 1)", self.dropout)
 
 
@@ -139,6 +141,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_option(self.resolution >= 4, "data.resolution", "an integer >= 4", self.resolution)
         check_option(self.channels in (None, 1, 3), "data.channels", "1, 3 or unset", self.channels)
+        check_option(self.num_workers >= 0, "data.num_workers", "an integer >= 0", self.num_workers)
+        check_option(self.name is not DatasetName.DIGITS or self.resolution in DIGITS_RESOLUTIONS, "data.resolution",
+                     f"resolution in {{{', '.join(map(str, DIGITS_RESOLUTIONS))}}} for digits", self.resolution)
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_last", "log_every", "sample_n"):
             check_option(getattr(self, key) >= 1, f"train.{key}", "an integer >= 1", getattr(self, key))
-        check_option(self.lr > 0, "train.lr", "a value > 0", self.lr)
+        check_option(math.isfinite(self.lr) and self.lr > 0, "train.lr", "a finite value > 0", self.lr)
+        for key in ("weight_decay", "grad_clip", "warmup_steps", "sample_every"):
+            check_option(getattr(self, key) >= 0, f"train.{key}", "a value >= 0", getattr(self, key))
         check_option(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "a value in [0, 1)", self.ema_decay)
         check_option(self.threads >= 0, "train.threads", "an integer >= 0", self.threads)
         check_option(self.divergence_factor == 0 or self.divergence_factor > 1, "train.divergence_factor",
@@ -348,10 +355,14 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
+        if not path.is_file():
+            raise ConfigError(f"expected a TOML config file, got the folder {path}")
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"expected a TOML config file (UTF-8 text), got binary data in {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"cannot parse {path}: {exc}") from None
     return config_from_dict(apply_overrides(raw, list(overrides)))

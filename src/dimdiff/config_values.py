@@ -4,6 +4,7 @@ type, with a ConfigError that names the key; and back to plain JSON-able values.
 from __future__ import annotations
 
 import enum
+import math
 import types
 import typing
 from typing import Any
@@ -52,9 +53,12 @@ def coerce(key: str, hint: Any, value: Any) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):  # no setting means "infinite"; inf or nan would reach the loss as nan
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")

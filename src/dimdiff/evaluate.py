@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from dimdiff.config import ConfigError, SampleConfig
 from dimdiff.data import DataError, DatasetName, Split, load_dataset
+from dimdiff.data.npz import read_npz_array, to_nchw
 from dimdiff.images import quantise_8bit
 from dimdiff.metrics import (
     SWD_MEAN_KEY,
@@ -194,9 +195,7 @@ def load_samples(path: str | Path, *, channels: int | None = None) -> Tensor:
     if not path.exists():
         raise DataError(f"samples {path} do not exist")
     if path.suffix == ".npz":
-        with np.load(path) as data:
-            array = data["images"] if "images" in data.files else data[data.files[0]]
-        resolution = array.shape[1] if array.shape[-1] in (1, 3) or array.ndim == 3 else array.shape[-1]
+        resolution = min(to_nchw(read_npz_array(path)).shape[-2:])  # (N, C, H, W): a layout the npz dataset reads
         dataset = load_dataset(DatasetName.NPZ, path=path, resolution=int(resolution), channels=channels)
         return dataset.tensor  # type: ignore[attr-defined]
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))

@@ -15,6 +15,8 @@ from dimdiff.build import build_codec, build_denoiser, build_head, build_net, bu
 from dimdiff.checkpoint import CheckpointInfo, load_codec_state, load_state_dict_strict, read_checkpoint_info
 from dimdiff.codecs import Codec
 from dimdiff.config import SampleConfig, replace_section
+from dimdiff.devices import parse_device
+from dimdiff.errors import check_option
 from dimdiff.images import save_grid, save_images, save_npz
 from dimdiff.nets.denoiser import Denoiser
 from dimdiff.process.base import DiffusionProcess
@@ -37,8 +39,10 @@ class LoadedModel:
 def load_model(
     checkpoint: str | Path, *, use_ema: bool | None = None, device: str | torch.device = "cpu"
 ) -> LoadedModel:
-    """The denoiser of a checkpoint folder (or of a run folder's newest checkpoint); EMA weights
-    unless ``use_ema`` is False (None: the checkpoint config's ``sample.use_ema``)."""
+    """The denoiser of a checkpoint folder (or of a run folder's newest checkpoint) on ``device`` (cpu, cuda or
+    cuda:N; a ConfigError where this torch has no such device); EMA weights unless ``use_ema`` is False (None:
+    the checkpoint config's ``sample.use_ema``)."""
+    device = parse_device(device)
     info = read_checkpoint_info(checkpoint)
     if use_ema is None:
         use_ema = info.config.sample.use_ema
@@ -46,7 +50,6 @@ def load_model(
     process = build_process(info.config.process, codec.latent_shape(info.data_shape))
     net = build_net(info.config.model, process, build_head(info.config))
     load_state_dict_strict(net, info.path / ("ema.safetensors" if use_ema else "model.safetensors"))
-    device = torch.device(device)
     net = net.to(device).eval()
     return LoadedModel(info, build_denoiser(info.config, net, process), codec, device)
 
@@ -57,6 +60,8 @@ def generate(model: LoadedModel, n: int, sample: SampleConfig | None = None, *, 
     """n images in [-1, 1], (n, C, H, W). Batch i draws from its own stream, derived from
     (seed, i) by numpy's SeedSequence, so the images do not depend on how many are asked for in
     total (only on the batch size) and runs with different seeds share no stream."""
+    check_option(n >= 1, "n", "an integer >= 1 (images to draw)", n)
+    check_option(batch_size >= 1, "batch_size", "an integer >= 1", batch_size)
     sample = sample or model.info.config.sample
     out = []
     for i, start in enumerate(tqdm(range(0, n, batch_size), disable=not progress, desc="sample")):

@@ -21,7 +21,7 @@ import torch
 
 from .base import Split, TensorImageDataset
 from .errors import DataError
-from .transforms import resize_square, to_channels, uint8_to_signed
+from .transforms import report_upscaled, resize_square, to_channels, uint8_to_signed
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
@@ -130,6 +130,7 @@ def load_cifar10_dataset(
 ) -> TensorImageDataset:
     """CIFAR-10 as (N, C, R, R) in [-1, 1] with labels; other resolutions are resized."""
     images, labels = read_cifar10(path, split)
+    report_upscaled([CIFAR_RESOLUTION] * len(images), resolution, str(path))
     x = resize_square(torch.from_numpy(images), resolution)     # (N, 3, R, R) uint8
     x = to_channels(uint8_to_signed(x), channels)               # (N, C, R, R) float32
     return TensorImageDataset(x, name="cifar10", labels=torch.from_numpy(labels))

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 from .base import ImageDataset
 from .errors import DataError
-from .transforms import check_channels, check_resolution, fit_pil_image
+from .transforms import check_channels, check_resolution, fit_pil_image, report_upscaled
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -101,6 +101,7 @@ class FolderDataset(ImageDataset):
         )
         self.root = root
         self.paths = paths
+        report_upscaled(_square_sides(paths), resolution, str(root))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -108,6 +109,19 @@ class FolderDataset(ImageDataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         image = open_image(self.paths[index], self.resolution)
         return fit_pil_image(image, self.resolution, self.channels)   # (C, R, R)
+
+
+def _square_sides(paths: list[Path]) -> list[int]:
+    """The side of the square each file is cropped to, min(width, height), read from its header alone;
+    a file whose header does not open is left out (decoding it names it)."""
+    sides = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+        except Exception:  # PIL reports unreadable files with many exception types
+            continue
+    return sides
 
 
 def _drop_bad_files(paths: list[Path]) -> tuple[list[Path], list[str]]:

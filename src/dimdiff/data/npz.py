@@ -20,6 +20,7 @@ from .base import TensorImageDataset
 from .errors import DataError
 from .transforms import (
     center_crop_square,
+    report_upscaled,
     resize_square,
     to_channels,
     uint8_to_signed,
@@ -34,20 +35,45 @@ RANGE_TOLERANCE = 1e-3   # float values this far outside their range are clamped
 def read_npz_array(path: str | Path) -> np.ndarray:
     """The image array of a .npz file (key "images", or its only array)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"npz file {path} does not exist")
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not a NumPy .npz archive: expected a zip of .npy arrays as numpy.savez "
+                        f"writes it, got {_describe(path)}")  # fmt: skip
+    key = None
     try:
         with np.load(path, allow_pickle=False) as arrays:
             keys = list(arrays.keys())
-            if IMAGES_KEY in keys:
-                return arrays[IMAGES_KEY]
-            if len(keys) == 1:
-                return arrays[keys[0]]
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise DataError(f"cannot read npz file {path}: {type(err).__name__}: {err}") from err
-    raise DataError(
-        f"expected an array named {IMAGES_KEY!r} or a single array in {path}, got keys {keys}"
-    )
+            key = IMAGES_KEY if IMAGES_KEY in keys else keys[0] if len(keys) == 1 else None
+            array = arrays[key] if key is not None else None
+    except ValueError as err:  # numpy will not unpickle an array of Python objects (or a damaged header)
+        what = "an array of Python objects (dtype object)" if "pickle" in str(err) else f"a damaged array ({err})"
+        raise DataError(f"expected an array of numbers under {key!r} in {path}, got {what}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path} is not a readable NumPy .npz archive ({type(err).__name__}: {err})") from None
+    if key is None:
+        raise DataError(f"expected an array named {IMAGES_KEY!r} or a single array in {path}, got keys {keys}")
+    if not isinstance(array, np.ndarray):
+        raise DataError(f"expected .npy arrays in the npz file {path}, got the member {key!r} of another kind")
+    return array
+
+
+def _describe(path: Path) -> str:
+    """What a file that is not a zip archive seems to hold, for the error message."""
+    if path.is_dir():
+        return "a folder"
+    head = path.read_bytes()[:64]
+    if head.startswith(b"\x93NUMPY"):
+        return "a single .npy array (numpy.save): write it with numpy.savez(path, images=array)"
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        return "a truncated or damaged zip file"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"other binary data (first bytes {head[:8].hex(' ')})"
+    return "a text file"
 
 
 def to_nchw(array: np.ndarray) -> np.ndarray:
@@ -96,5 +122,6 @@ def load_npz_dataset(
     if array.size == 0:
         raise DataError(f"expected at least one image in {path}, got shape {array.shape}")
     x = to_signed(np.ascontiguousarray(to_nchw(array)))        # (N, C, H, W)
+    report_upscaled([min(x.shape[-2:])] * len(x), resolution, str(path))
     x = resize_square(center_crop_square(x).contiguous(), resolution)  # (N, C, R, R)
     return TensorImageDataset(to_channels(x, channels).contiguous(), name="npz")

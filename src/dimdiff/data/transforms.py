@@ -12,6 +12,9 @@ downsizing), because they are decoded one PIL image at a time.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,6 +24,9 @@ from .errors import DataError
 
 # ITU-R BT.601 luma weights, the ones PIL uses for "RGB" -> "L".
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+MAX_UPSCALE = 2   # images enlarged by more than this factor to the resolution are reported
+
+log = logging.getLogger(__name__)
 
 
 def uint8_to_signed(x: torch.Tensor) -> torch.Tensor:
@@ -77,6 +83,20 @@ def to_channels(x: torch.Tensor, channels: int | None) -> torch.Tensor:
     if have == 1 and channels == 3:
         return x.expand(-1, 3, -1, -1).contiguous()
     raise DataError(f"expected channels in {{1, 3}}, got {channels} (images have {have})")
+
+
+def report_upscaled(sides: Sequence[int], resolution: int, source: str) -> int:
+    """Log one warning when images whose squares have the side lengths `sides` are enlarged more than
+    MAX_UPSCALE times to `resolution`; returns how many are."""
+    small = [side for side in sides if MAX_UPSCALE * side < resolution]
+    if small:
+        least = min(small)
+        log.warning(
+            "%d of %d images in %s are upscaled more than %dx (smallest %dx%d px) to %d px; they will look like "
+            "blobs: use a lower resolution or larger images", len(small), len(sides), source, MAX_UPSCALE, least,
+            least, resolution,
+        )
+    return len(small)
 
 
 def check_resolution(resolution: int) -> None:

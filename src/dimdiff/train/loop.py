@@ -42,6 +42,7 @@ from dimdiff.config import Config, Device, Precision, dumps
 from dimdiff.data.configured import training_data
 from dimdiff.images import plot_loss_curve, save_grid
 from dimdiff.nets.denoiser import Denoiser
+from dimdiff.preflight import preflight
 from dimdiff.process.base import DiffusionProcess
 from dimdiff.train.batches import BatchStream
 from dimdiff.train.distributed import (
@@ -109,6 +110,7 @@ def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, d
 def train(config: Config, *, resume: str | None = None, progress: bool = True, echo: Any = print) -> TrainResult:
     """Train the configured model; ``resume`` is None, "auto" or a checkpoint/run folder. torch's thread
     count is the caller's (``dimdiff train`` applies train.threads); torch's global RNG is left as it was."""
+    preflight(config)  # a config that cannot train fails here, before any data is read or anything written
     device = resolve_device(config.train.device)
     dist_info = setup_distributed(device.type)
     if dist_info.enabled and device.type == "cuda":
