@@ -7,7 +7,10 @@ digits with one torch thread, keeps the step-10 checkpoint, and records:
 Every later version of dimdiff must reproduce these numbers exactly from the same configs
 (tests/test_regression.py), and must load and sample the stored checkpoint as the old code did.
 
-    .venv/bin/python scripts/make_regression_fixtures.py [--out tests/fixtures/regression]
+    .venv/bin/python scripts/make_regression_fixtures.py [--out tests/fixtures/regression] [--cases a,b]
+
+A case added later (a new process kind) is recorded alone with ``--cases``, by the commit that adds it;
+each case folder names the commit that made it in its COMMIT file.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ CASES = {
     "dvdp_orthonormal": {"process": {**DVDP, "parameterization": "v"}, "model": {"pixel_units": False}},
     "subspace_v": {"process": {"kind": "subspace", "turning_points": [0.3, 0.6], "window": "none",
                                "parameterization": "v"}},
+    "ssd_x0": {"process": {"kind": "ssd", "levels": 2, "parameterization": "x0"},
+               "train": {"loss_weighting": "min_snr"}},
 }  # fmt: skip
 SAMPLES = 8
 
@@ -71,22 +76,27 @@ def record(name: str, out: Path, work: Path) -> None:
         sample = sample_config_with(model.info.config.sample, sampler=sampler, steps=3)
         tensors[sampler.value] = generate(model, SAMPLES, sample, seed=0, batch_size=SAMPLES)
     save_file(tensors, str(folder / "expected.safetensors"))
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (folder / "COMMIT").write_text(commit + "\n")
     (folder / "case.json").write_text(json.dumps(raw | {"train": {**raw["train"], "out_dir": None}}, indent=1))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="tests/fixtures/regression")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
     args = parser.parse_args()
+    names = [n for n in args.cases.split(",") if n]
+    bad = [n for n in names if n not in CASES]
+    if bad:
+        parser.error(f"--cases: expected names among {', '.join(CASES)}, got {', '.join(bad)}")
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
-        for name in CASES:
+        for name in names:
             record(name, out, Path(tmp))
             print(f"{name}: done")
-    (out / "COMMIT").write_text(commit + "\n")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 tests/fixtures/regression/<case>/ holds, for a tiny model of each process kind and net arrangement,
 the step-10 checkpoint of a 20-step run and the numbers that run gave (scripts/make_regression_fixtures.py;
-the commit that made them is in COMMIT). Refactors must keep all three: the same losses from the
+the commit that made each case is in its COMMIT file). Refactors must keep all three: the same losses from the
 same config, the same samples from the old checkpoint, and the same losses when resuming from it.
 """
 
