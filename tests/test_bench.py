@@ -234,7 +234,7 @@ def _run_cli(argv: list[str], trainer=None) -> int:
 
 
 def test_cli_sampling_and_training_write_results(tmp_path: Path, capsys) -> None:
-    common = ["--seed", "1", "--out", str(tmp_path), *TINY_OVERRIDES]
+    common = ["--seed", "1", "--out", str(tmp_path), "--methods", "dvdp-ddim", *TINY_OVERRIDES]  # and the reference
     assert _run_cli(["sampling", "--steps", "3", "--batch", "2", "--repeats", "1", "--no-peer", *common]) == 0
     assert _run_cli(["training", "--batch", "2", "--repeats", "1", "--flop-batches", "1", *common]) == 0
     printed = capsys.readouterr().out
@@ -309,7 +309,7 @@ def test_standalone_main_takes_overrides_after_options_and_reports_errors(tmp_pa
     from dimdiff.bench.cli import main
 
     argv = ["training", "--batch", "2", *TINY_OVERRIDES[:3], "--repeats", "1", "--flop-batches", "1",
-            *TINY_OVERRIDES[3:], "--out", str(tmp_path)]  # fmt: skip
+            *TINY_OVERRIDES[3:], "--methods", "ddim", "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) == 0 and (tmp_path / "training.json").is_file()
     assert main(["sampling", "--methods", "nope", "--out", str(tmp_path), *TINY_OVERRIDES]) == 2
     assert "--methods" in capsys.readouterr().err
@@ -382,6 +382,7 @@ def test_dimdiff_cli_bench_once_wired(tmp_path: Path) -> None:
     assert "bench" in subcommands.choices, "`dimdiff bench` must be a subcommand of dimdiff.cli"
     bench = next(a for a in subcommands.choices["bench"]._actions if isinstance(a, argparse._SubParsersAction))
     assert set(bench.choices) == {"sampling", "training", "quality", "oracle"}
-    argv = ["bench", "sampling", "--steps", "3", "--batch", "2", "--repeats", "1", "--no-peer", "--out", str(tmp_path)]
+    argv = ["bench", "sampling", "--steps", "3", "--batch", "2", "--repeats", "1", "--no-peer", "--methods", "ddim",
+            "--out", str(tmp_path)]  # fmt: skip
     assert dimdiff.cli.main([*argv, *TINY_OVERRIDES]) == 0
     assert (tmp_path / "sampling.json").is_file()
