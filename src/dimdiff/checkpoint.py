@@ -49,6 +49,7 @@ from dimdiff.checkpoint_files import (
     check_agreement,
     check_entry,
     describe,
+    key_differences,
     load_safetensors,
     load_torch_state,
     parse_json,
@@ -359,14 +360,9 @@ def _files_to_check(folder: Path) -> list[str]:
 
 def check_compatible(saved: Config, asked: Config, path: Path) -> None:
     """Refuse to resume a run whose model, process or data differ from the configuration."""
-    saved_d, asked_d = config_to_dict(saved), config_to_dict(asked)
-    unset = "(none)"  # a key of one kind's options that the other kind has not
-    diffs = [
-        f"{section}.{key}: checkpoint {saved_d[section].get(key, unset)!r}, config {asked_d[section].get(key, unset)!r}"
-        for section in ("model", "process", "codec", "data")
-        for key in {**saved_d[section], **asked_d[section]}
-        if saved_d[section].get(key, unset) != asked_d[section].get(key, unset)
-        and key not in ("num_workers", "path", "skip_bad_files")
-    ]
+    sections = ("model", "process", "codec", "data")
+    saved_d, asked_d = ({s: config_to_dict(c)[s] for s in sections} for c in (saved, asked))
+    diffs = [f"{key}: checkpoint {ours!r}, config {theirs!r}" for key, ours, theirs in key_differences(saved_d, asked_d)
+             if key.split(".", 1)[1] not in ("num_workers", "path", "skip_bad_files")]  # fmt: skip
     if diffs:
         raise CheckpointError(f"cannot resume from {path}: it was made with another setup:\n  " + "\n  ".join(diffs))

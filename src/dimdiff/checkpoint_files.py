@@ -282,9 +282,18 @@ def _metadata_config(file: Path, saved: str) -> dict[str, Any]:
 
 
 def _differences(meta: dict[str, Any], copy: dict[str, Any], name: str) -> list[str]:
-    ours, theirs, unset = _flat({k: meta.get(k) for k in copy}), _flat(copy), "(none)"
-    return [f"{key}: {CONFIG_FILE} {ours.get(key, unset)!r}, {name} {theirs.get(key, unset)!r}"
-            for key in sorted({*ours, *theirs}) if ours.get(key, unset) != theirs.get(key, unset)]  # fmt: skip
+    return [f"{key}: {CONFIG_FILE} {ours!r}, {name} {theirs!r}"
+            for key, ours, theirs in key_differences({k: meta.get(k) for k in copy}, copy)]  # fmt: skip
+
+
+UNSET = "(none)"  # the value shown for a key that one side does not have
+
+
+def key_differences(ours: dict[str, Any], theirs: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(dotted key, our value, their value) for every key of either nested dict whose values differ, sorted."""
+    a, b = _flat(ours), _flat(theirs)
+    return [(key, a.get(key, UNSET), b.get(key, UNSET)) for key in sorted({*a, *b})
+            if a.get(key, UNSET) != b.get(key, UNSET)]  # fmt: skip
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
