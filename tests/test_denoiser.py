@@ -93,7 +93,7 @@ def test_the_loss_refuses_a_prediction_that_would_broadcast_against_the_target()
 def test_the_process_says_what_the_loss_is_divided_by_and_how_the_state_is_scaled():
     dvdp = DimensionVaryingProcess((2, 8, 8), Stages((0.3, 0.6), (0.2, 0.2)))
     gaussian = GaussianProcess((2, 8, 8))
-    assert dvdp.loss_dim() == gaussian.loss_dim() == 128  # DVDP: the data's dimension at every stage (Parseval)
+    assert dvdp.loss_dim((2, 2, 2)) == gaussian.loss_dim((2, 8, 8)) == 128  # DVDP: the data's dimension (Parseval)
     assert [dvdp.state_scale(t) for t in (0.1, 0.3, 0.5, 0.9)] == [1.0, 1.0, 2.0, 4.0]
     assert gaussian.state_scale(0.9) == 1.0
     assert dvdp.net_shapes() == (((2, 8, 8),) * 2, ((2, 4, 4),) * 2, ((2, 2, 2),) * 2)

@@ -362,3 +362,12 @@ def test_a_uniform_gain_skips_the_decomposition(t, monkeypatch):
     for kind in Parameterization:
         x0_hat = p.x0_from_prediction(z_t, prediction, tt, kind)
         p.reverse_step(z_t, x0_hat, t, s, eta=1.0, generator=g(3))
+
+
+@pytest.mark.parametrize("taus", [(0.35, 0.65), (0.3, 0.6), (0.45, 0.7)])
+def test_attenuated_crossing_needs_no_complement_std_at_any_turning_point(taus):
+    """Under attenuation the dropped component is pure noise at tau_k, whatever tau_k's float32 rounding
+    (0.65 in float32 lies just inside its window: the gain there must still read as exactly 0)."""
+    p = DimensionVaryingProcess((1, 16, 16), Stages(taus, (0.2, 0.2), Window.COSINE))
+    for k, tau in enumerate(taus, start=1):
+        assert p.crossing_scale(k) == pytest.approx(p.schedule.sigma(tau).item(), rel=1e-12)

@@ -62,6 +62,23 @@ def test_eps_and_v_within_a_level_but_x0_only_at_a_change_step():
             p.training_target(x0, noise, torch.full((2,), c), kind)
 
 
+def test_the_loss_is_a_mean_per_pixel_at_the_targets_resolution_at_every_level():
+    """The reference's per-sample mean: an error of 1 in every pixel of the target costs 1 at every level, also
+    at a change step, where the target is one level finer than the state."""
+    from dimdiff.heads.regression import RegressionHead
+
+    p = ScaleSpaceProcess((1, 16, 16), levels=3)
+    head = RegressionHead(Parameterization.X0)
+    x0 = torch.zeros(2, 1, 16, 16)
+    for t in (0.3, p.change_times[0], 0.7, p.change_times[1], 0.99):
+        tt = torch.full((2,), t, dtype=torch.float64)
+        noise = p.noise_like(x0, tt)
+        target = p.training_target(x0, noise, tt, Parameterization.X0)
+        assert p.loss_dim(tuple(target.shape[1:])) == target[0].numel()
+        _, parts = head.loss(p, x0, p.forward_sample(x0, tt, noise), tt, noise, target + 1.0)
+        assert parts["mse"] == pytest.approx(1.0)
+
+
 def test_bad_steps_and_settings_are_named():
     p = ScaleSpaceProcess((1, 16, 16), levels=2)
     x_t, x0_hat = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)

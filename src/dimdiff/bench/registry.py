@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from dimdiff.build import build_codec, data_channels, fit_to_data, needs_data  # data_channels: re-exported
 from dimdiff.codecs import CODECS, Codec, CodecKind
-from dimdiff.config import Config, ConfigError, ProcessKind, SamplerKind, config_to_dict
+from dimdiff.config import Config, ConfigError, LossWeighting, ProcessKind, SamplerKind, config_to_dict
 from dimdiff.data.configured import training_data
 from dimdiff.process.dvdp_options import DVDPOptions, SubspaceOptions
 from dimdiff.process.gaussian import GaussianOptions
@@ -85,11 +85,16 @@ def _dvdp_methods(base: Config) -> list[BenchMethod]:
     dvdp = _on(base, ProcessKind.DVDP, own or DVDP_DEFAULT_STAGES)
     per_stage = dataclasses.replace(dvdp, model=dataclasses.replace(base.model, per_stage_nets=True,
                                                                     stage_embedding=False))  # fmt: skip
+    flexi = dataclasses.replace(dvdp, model=dataclasses.replace(base.model, flexi=True, per_stage_nets=False,
+                                                                 stage_embedding=False))  # fmt: skip
     taus = "/".join(f"{t:g}" for t in dvdp.process.options.turning_points)
     return [
         *_ddim_and_ddpm(dvdp, ("dvdp-ddim", "dvdp-ddpm"), (f"DVDP DDIM (tau {taus})", f"DVDP ancestral (tau {taus})")),
         *_ddim_and_ddpm(per_stage, ("dvdp-perstage-ddim", "dvdp-perstage-ddpm"),
                         (f"DVDP DDIM, U-Net per stage (tau {taus})", f"DVDP ancestral, U-Net per stage (tau {taus})"),
+                        default=False),
+        *_ddim_and_ddpm(flexi, ("dvdp-flexi-ddim", "dvdp-flexi-ddpm"),
+                        (f"DVDP DDIM, Flexi-UNet (tau {taus})", f"DVDP ancestral, Flexi-UNet (tau {taus})"),
                         default=False),
     ]  # fmt: skip
 
@@ -105,14 +110,23 @@ def _subspace_methods(base: Config) -> list[BenchMethod]:
 
 def _ssd_methods(base: Config) -> list[BenchMethod]:
     """Scale-space diffusion with the base config's levels, else min(3, the U-Net's levels) (32 -> 16 -> 8 at
-    32 px), x0-prediction (its only parameterization), on a Flexi-UNet of the base architecture."""
+    32 px), and (only when named) with one level fewer; x0-prediction (its only parameterization) weighted by
+    min(SNR, 5) as its authors train it, on a Flexi-UNet of the base architecture."""
     own = base.process.options if isinstance(base.process.options, ScaleSpaceOptions) else None
     options = own or ScaleSpaceOptions(levels=min(3, len(base.model.channel_mult)))
-    config = _on(base, ProcessKind.SSD, options, parameterization=Parameterization.X0)
     model = dataclasses.replace(base.model, flexi=True, per_stage_nets=False, stage_embedding=False)
-    config = dataclasses.replace(config, model=model)
-    return _ddim_and_ddpm(config, ("ssd-ddim", "ssd-ddpm"), (f"SSD deterministic ({options.levels} levels)",
-                                                             f"SSD ancestral ({options.levels} levels)"))  # fmt: skip
+    train = dataclasses.replace(base.train, loss_weighting=LossWeighting.MIN_SNR, min_snr_gamma=5.0)
+    methods = []
+    for levels, key, default in ((options.levels, "ssd", True), (options.levels - 1, "ssd-fewer", False)):
+        if levels < 2:
+            continue
+        config = _on(base, ProcessKind.SSD, dataclasses.replace(options, levels=levels),
+                     parameterization=Parameterization.X0)  # fmt: skip
+        config = dataclasses.replace(config, model=model, train=train)
+        methods += _ddim_and_ddpm(config, (f"{key}-ddim", f"{key}-ddpm"), (f"SSD deterministic ({levels} levels)",
+                                                                          f"SSD ancestral ({levels} levels)"),
+                                  default)  # fmt: skip
+    return methods
 
 
 # One entry per method family; a new codec x process pair adds `MethodFamily.X: _x_methods` here.

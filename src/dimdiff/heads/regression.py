@@ -3,10 +3,11 @@ plus an optional complexity-weighted L1 term.
 
     loss = mean_b[ w(t_b) * ||pred - target||^2 / N ]  +  lambda * mean(C(x0) * |pred - target|)
 
-The squared error is summed over the target and divided by N = ``process.loss_dim()``: for the
-Gaussian process the mean per pixel; for DVDP the clean data's dimension, so that a stage-k loss
-in orthonormal coordinates is exactly the projected full-resolution error (Parseval; a mean over
-the reduced state would weight stage k by 4^k).
+The squared error is summed over the target and divided by N = ``process.loss_dim(target shape)``:
+for the Gaussian process the mean per pixel; for DVDP the clean data's dimension, so that a stage-k
+loss in orthonormal coordinates is exactly the projected full-resolution error (Parseval; a mean
+over the reduced state would weight stage k by 4^k); for scale-space diffusion, whose states are
+average-pooled pixels, the mean per pixel at the target's resolution, as its authors train it.
 
 w(t) for min-SNR-gamma (Hang et al. 2023), with SNR = alpha_t^2 / sigma_t^2, expressed for each
 parameterization so that all three weight the implied x0 error by min(SNR, gamma):
@@ -100,4 +101,4 @@ class RegressionHead:
         target = process.training_target(x0, noise, t, self.parameterization)  # (B, C', h, w)
         weight = loss_weight(process.log_snr(t), self.weighting, self.parameterization, self.min_snr_gamma)  # (B,)
         return diffusion_loss(output, target, weight, x0=x0, complexity_lambda=self.complexity_lambda,
-                              data_dim=process.loss_dim())  # fmt: skip
+                              data_dim=process.loss_dim(tuple(target.shape[1:])))  # fmt: skip

@@ -144,8 +144,8 @@ class DiffusionProcess(Protocol):
         finest state first (level k of a staged network serves entry k)."""
         ...
 
-    def loss_dim(self) -> int:
-        """N, what a per-example squared error summed over the target is divided by."""
+    def loss_dim(self, target_shape: tuple[int, int, int]) -> int:
+        """N, what a per-example squared error summed over a target of ``target_shape`` (C, h, w) is divided by."""
         ...
 
     def state_scale(self, t: float) -> float:

@@ -87,7 +87,7 @@ class DimensionVaryingProcess:
         C, H, W = self.data_shape
         return tuple(((C, H >> k, W >> k),) * 2 for k in range(self.stages.num_levels + 1))
 
-    def loss_dim(self) -> int:
+    def loss_dim(self, target_shape: tuple[int, int, int]) -> int:
         """C * H * W of the clean data at every stage: a stage-k squared error in orthonormal coordinates
         divided by it is the projected full-resolution error per pixel (Parseval; docs/dvdp.md section 6)."""
         return math.prod(self.data_shape)
@@ -203,7 +203,8 @@ class DimensionVaryingProcess:
         """(a, s_perp, sigma) at tau_k for the component dropped there: its detail in x_tau is
         a c + sigma n with c ~ N(0, s_perp^2) per dimension (a = 0 under attenuation)."""
         tau = self.stages.turning_points[k - 1]
-        a = float(self.schedule.alpha(tau) * self.stages.attenuation(k - 1, torch.tensor(tau), self.schedule))
+        at_tau = torch.tensor(tau, dtype=torch.float64)  # float64: a float32 tau lies just inside the window
+        a = float(self.schedule.alpha(tau) * self.stages.attenuation(k - 1, at_tau, self.schedule))
         if not self.complement_std and a > 0.0:
             raise ValueError(f"crossing tau_{k} = {tau:g}, where the dropped component still holds signal (no "
                              f"attenuation), needs complement_std (s_perp per turning point, estimated from the "

@@ -122,7 +122,7 @@ class GaussianProcess:
     def net_shapes(self) -> tuple[tuple[tuple[int, int, int], tuple[int, int, int]], ...]:
         return ((self.data_shape, self.data_shape),)
 
-    def loss_dim(self) -> int:
+    def loss_dim(self, target_shape: tuple[int, int, int]) -> int:
         """C * H * W: the loss is the mean squared error per pixel."""
         return math.prod(self.data_shape)
 

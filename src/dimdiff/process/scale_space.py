@@ -97,11 +97,12 @@ class ScaleSpaceProcess:
         return sum(1 for b in self.boundaries if b < t)
 
     def _levels_of(self, t: Tensor) -> int:
-        """The one level of a batch of times (B,) or (); a ValueError for a batch that mixes levels."""
-        found = {self.level(v) for v in t.reshape(-1).tolist()}
+        """The one level of a batch of times (B,) or (); a ValueError for a batch that mixes levels. Levels grow
+        with t, so the batch's extremes decide (one read of two numbers from the device)."""
+        found = sorted({self.level(v) for v in _extremes(t)})
         if len(found) != 1:
-            raise ValueError(f"expected the times of one batch at one resolution level, got levels {sorted(found)}")
-        return found.pop()
+            raise ValueError(f"expected the times of one batch at one resolution level, got levels {found}")
+        return found[0]
 
     def _shape(self, k: int) -> tuple[int, int, int]:
         C, H, W = self.data_shape
@@ -125,8 +126,11 @@ class ScaleSpaceProcess:
         keep = tuple((self._shape(k), self._shape(k)) for k in range(self.levels))
         return keep + tuple((self._shape(k), self._shape(k - 1)) for k in range(1, self.levels))
 
-    def loss_dim(self) -> int:
-        return math.prod(self.data_shape)
+    def loss_dim(self, target_shape: tuple[int, int, int]) -> int:
+        """The target's own dimension: a mean per pixel at the target's resolution (the reference's loss), so
+        that every level weighs alike (pixel units, where a coarser level's error is not a projected part of
+        the full-resolution one as in DVDP's orthonormal coordinates)."""
+        return math.prod(target_shape)
 
     def state_scale(self, t: float) -> float:
         return 1.0  # average pooling keeps pixel units
@@ -192,11 +196,11 @@ class ScaleSpaceProcess:
     # ----------------------------------------------------------------- parameterization
     def _target_level_of(self, t: TimeLike, kind: Parameterization) -> int:
         """The one target level of a batch's times; eps and v only where it is the state's own level."""
-        times = torch.as_tensor(t).reshape(-1).tolist()
-        levels = {self.target_level(v) for v in times}
+        times = _extremes(torch.as_tensor(t))  # target levels grow with t too
+        levels = sorted({self.target_level(v) for v in times})
         if len(levels) != 1:
-            raise ValueError(f"expected the times of one batch to share one target level, got {sorted(levels)}")
-        level = levels.pop()
+            raise ValueError(f"expected the times of one batch to share one target level, got {levels}")
+        level = levels[0]
         if kind is not Parameterization.X0 and level != self.level(times[0]):
             raise ValueError(f"at a change step (t = {times[0]:g}) the target is x0 one level finer than x_t, where "
                              f"{kind.value} has no meaning: expected parameterization x0, got {kind.value}")
@@ -262,6 +266,11 @@ class ScaleSpaceProcess:
         unseen = project_complement(linear_combination([(x0_s, c["alpha_s"]), (noise, c["sigma_s"])]), j)
         x_s = unpool(seen, j) + unseen  # (B, C, H_s, W_s)
         return on_cross(x_s, s) if on_cross is not None else x_s
+
+
+def _extremes(t: Tensor) -> list[float]:
+    """[min, max] of a batch of times, read from the device at once."""
+    return torch.stack(torch.aminmax(t.reshape(-1))).tolist()
 
 
 @dataclass(frozen=True)
