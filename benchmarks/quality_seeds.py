@@ -57,7 +57,7 @@ def _train(config: Config, seed: int, out_dir: Path) -> tuple[Path, float]:
     from dimdiff.train.loop import train
 
     train_config = dataclasses.replace(config.train, seed=seed, out_dir=str(out_dir), threads=1,
-                                       checkpoint_every=config.train.steps, sample_every=0)  # fmt: skip
+                                       checkpoint_every=500, sample_every=0)  # fmt: skip
     start = time.perf_counter()
     result = train(dataclasses.replace(config, train=train_config), resume="auto", progress=False,
                    echo=lambda *_: None)  # fmt: skip

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from dimdiff.ops.resize import Resize, down_matrix_1d
+from dimdiff.ops.resize_basis import SeparableBasis, resize_basis
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.scale_space import ResolutionSchedule, ScaleSpaceProcess, level_starts
 from dimdiff.process.timesteps import Spacing
@@ -139,3 +141,60 @@ def test_ssd_refuses_the_adaptive_sampler_and_a_unet_without_enough_levels(tmp_p
     three = build_process(replace_section(config.process, levels=3), (1, 16, 16))
     with pytest.raises(ConfigError, match="model.channel_mult: expected 1 to 2 levels"):
         build_net(config.model, three, build_head(config))
+
+
+def _dense_step_maps(p: ScaleSpaceProcess, fine: int, coarse: int, t: float, s: float):
+    """(F, G, H) of x_s = F x_t + G x0_s + H n for `step_across` with eta = 1, read off by pushing bases."""
+    C = p.data_shape[0]
+    d_s, d_t = C * fine * fine, C * coarse * coarse
+    zeros_s, zeros_t = torch.zeros(1, C, fine, fine, dtype=torch.float64), torch.zeros(1, C, coarse, coarse,
+                                                                                     dtype=torch.float64)  # fmt: skip
+
+    def step(x_t, x0_s, noise):
+        return p.step_across(x_t, x0_s, t, s, eta=1.0, noise=noise).reshape(len(x_t), -1)
+
+    e_s, e_t = torch.eye(d_s, dtype=torch.float64), torch.eye(d_t, dtype=torch.float64)
+    F = step(e_t.reshape(d_t, C, coarse, coarse), zeros_s.expand(d_t, -1, -1, -1), zeros_s.expand(d_t, -1, -1, -1))
+    G = step(zeros_t.expand(d_s, -1, -1, -1), e_s.reshape(d_s, C, fine, fine), zeros_s.expand(d_s, -1, -1, -1))
+    H = step(zeros_t.expand(d_s, -1, -1, -1), zeros_s.expand(d_s, -1, -1, -1), e_s.reshape(d_s, C, fine, fine))
+    return F.T, G.T, H.T
+
+
+@pytest.mark.parametrize("resize", list(Resize))
+@pytest.mark.parametrize("jump", [1, 2])
+def test_a_step_across_one_or_two_levels_is_brute_force_gaussian_conditioning(resize, jump):
+    """8x8 -> 4x4 and 8x8 -> 2x2: x_s ~ N(alpha_s x0_s, sigma_s^2 I), x_t = c M x_s + e with
+    e ~ N(0, sigma_t^2 I - c^2 sigma_s^2 M M^T); the step with eta = 1 draws x_s | x_t exactly (dense float64
+    conditioning), for area and bilinear M, whose noise square root H then has H H^T = the posterior covariance."""
+    p = ScaleSpaceProcess((1, 8, 8), levels=3, resize=resize)
+    t, s = 0.6, 0.45
+    A = down_matrix_1d(resize, 8, levels=jump)
+    M = torch.kron(A, A)  # (d_t, d_s)
+    (a_t, sig_t), (a_s, sig_s) = (tuple(float(v) for v in p.schedule.alpha_sigma(torch.tensor(u, dtype=torch.float64)))
+                                  for u in (t, s))  # fmt: skip
+    c = a_t / a_s
+    d_s, d_t = M.shape[1], M.shape[0]
+    cov_s = sig_s**2 * torch.eye(d_s, dtype=torch.float64)
+    cov_tt = c**2 * M @ cov_s @ M.T + (sig_t**2 * torch.eye(d_t, dtype=torch.float64) - c**2 * sig_s**2 * M @ M.T)
+    cov_st = c * cov_s @ M.T
+    K = torch.linalg.solve(cov_tt, cov_st.T).T  # (d_s, d_t)
+    F, G, H = _dense_step_maps(p, 8, 8 >> jump, t, s)
+    torch.testing.assert_close(F, K, atol=1e-12, rtol=0)
+    torch.testing.assert_close(G, a_s * (torch.eye(d_s, dtype=torch.float64) - c * K @ M), atol=1e-12, rtol=0)
+    posterior = cov_s - K @ cov_st.T
+    torch.testing.assert_close(H @ H.T, posterior, atol=1e-12, rtol=0)
+    rho = sig_s**2 / sig_t**2  # the closed form of SSD.md: sigma_s^2 (I - rho c^2 M^T M)
+    torch.testing.assert_close(posterior, sig_s**2 * (torch.eye(d_s, dtype=torch.float64) - rho * c**2 * M.T @ M),
+                               atol=1e-12, rtol=0)  # fmt: skip
+
+
+@pytest.mark.parametrize("jump", [1, 2])
+def test_the_area_coordinates_are_the_singular_coordinates_of_the_average(jump):
+    """PoolBasis (pooling) and the SVD of the area matrix span the same seen space with the same gains 2^-j."""
+    pool_basis = resize_basis(Resize.AREA, jump, (8, 8))
+    svd_basis = SeparableBasis.of(Resize.AREA, jump, (8, 8))
+    x = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(pool_basis.unseen(x), svd_basis.unseen(x), atol=1e-12, rtol=0)
+    torch.testing.assert_close(svd_basis.gain, torch.full_like(svd_basis.gain, pool_basis.gain), atol=1e-14, rtol=0)
+    y = torch.randn(3, 2, 8 >> jump, 8 >> jump, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(svd_basis.from_observed(svd_basis.observed(y)), y, atol=1e-12, rtol=0)

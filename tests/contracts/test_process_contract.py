@@ -56,6 +56,7 @@ from dimdiff.process.base import DiffusionProcess
 from dimdiff.process.dimension_varying import DimensionVaryingProcess
 from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.parameterization import Parameterization
+from dimdiff.ops.resize import Resize
 from dimdiff.process.scale_space import ResolutionSchedule, ScaleSpaceProcess
 from dimdiff.process.schedules import CosineSchedule, LinearBetaSchedule
 from dimdiff.process.stages import Stages, Window
@@ -105,6 +106,7 @@ PROCESS_CASES: list[Case] = [
     Case("dvdp-degenerate", lambda: DimensionVaryingProcess((1, 8, 8), Stages((), ())),
          baseline=lambda: GaussianProcess((1, 8, 8))),  # fmt: skip
     Case("ssd-area-three", lambda: ScaleSpaceProcess((1, 8, 8), levels=3)),
+    Case("ssd-bilinear-three", lambda: ScaleSpaceProcess((1, 8, 8), levels=3, resize=Resize.BILINEAR)),
     Case("ssd-area-equal", lambda: ScaleSpaceProcess((2, 4, 4), levels=2,
                                                      resolution_schedule=ResolutionSchedule.EQUAL)),  # fmt: skip
     Case("ssd-degenerate", lambda: ScaleSpaceProcess((1, 8, 8), levels=1),

@@ -16,12 +16,13 @@ from torch import Tensor
 
 __all__ = ["batch_coefficient", "linear_combination", "is_zero", "Term"]
 
-Term = tuple[Tensor, Tensor]  # (x of shape (B, ...), coefficient of shape () or (B,))
+Term = tuple[Tensor, Tensor]  # (x of shape (B, ...), coefficient of shape (), (B,) or x's rank)
 
 
 def batch_coefficient(c: Tensor, x: Tensor) -> Tensor:
-    """A coefficient of shape () or (B,) -> broadcastable against x (B, ...), in x's dtype."""
-    if c.ndim == 0:
+    """A coefficient of shape () or (B,) -> broadcastable against x (B, ...), in x's dtype; one of x's rank
+    (a coefficient per direction, e.g. (B, 1, h, w)) is taken as it is."""
+    if c.ndim == 0 or c.ndim == x.ndim:
         return c.to(x.dtype)
     return c.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
 

@@ -47,12 +47,23 @@ def _matrix_1d(kind: Resize, n: int) -> Tensor:
     return out.reshape(n, n // 2).T.contiguous()  # column i = A e_i
 
 
-def down_matrix_1d(kind: Resize, n: int, *, dtype: torch.dtype = torch.float64,
+@functools.cache
+def _chain_1d(kind: Resize, n: int, levels: int) -> Tensor:
+    """A_{n / 2^(levels-1)} ... A_{n / 2} A_n (n / 2^levels, n), float64 on the CPU."""
+    matrix = torch.eye(n, dtype=torch.float64)
+    for level in range(levels):
+        matrix = _matrix_1d(kind, n >> level) @ matrix
+    return matrix
+
+
+def down_matrix_1d(kind: Resize, n: int, *, levels: int = 1, dtype: torch.dtype = torch.float64,
                    device: torch.device | str = "cpu") -> Tensor:  # fmt: skip
-    """The 1-D matrix A_n (n/2, n) of ``kind``; M = A_H (x) A_W on (H, W) images."""
-    if n < 2 or n % 2:
-        raise ValueError(f"expected an even size >= 2 to halve, got {n}")
-    return _matrix_1d(Resize(kind), n).to(dtype=dtype, device=device)
+    """The 1-D matrix (n / 2^levels, n) of ``levels`` chained 2x resizes of ``kind`` (A_n for one level);
+    M_{0:levels} = A_H (x) A_W on (H, W) images."""
+    if levels < 1 or n < 2**levels or n % 2**levels:
+        raise ValueError(f"expected a size divisible by 2^levels = {2 ** max(levels, 0)} (levels >= 1) to halve "
+                         f"{levels} time(s), got size {n}")  # fmt: skip
+    return _chain_1d(Resize(kind), n, levels).to(dtype=dtype, device=device)
 
 
 def _check(x: Tensor, what: str) -> None:
@@ -68,7 +79,7 @@ def _down_once(x: Tensor, kind: Resize) -> Tensor:
     if kind is Resize.AREA:
         return F.avg_pool2d(x, 2)  # (B, C, H/2, W/2)
     a_h, a_w = (down_matrix_1d(kind, n, dtype=x.dtype, device=x.device) for n in (H, W))
-    return torch.einsum("ih,bchw,jw->bcij", a_h, x, a_w)  # (B, C, H/2, W/2)
+    return torch.einsum("ih,bchw,jw->bcij", a_h, x, a_w).contiguous()  # (B, C, H/2, W/2)
 
 
 def _adjoint_once(y: Tensor, kind: Resize) -> Tensor:
@@ -77,7 +88,7 @@ def _adjoint_once(y: Tensor, kind: Resize) -> Tensor:
     if kind is Resize.AREA:
         return y.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1) * 0.25  # (B, C, 2h, 2w)
     a_h, a_w = (down_matrix_1d(kind, 2 * n, dtype=y.dtype, device=y.device) for n in (h, w))
-    return torch.einsum("ih,bcij,jw->bchw", a_h, y, a_w)  # (B, C, 2h, 2w)
+    return torch.einsum("ih,bcij,jw->bchw", a_h, y, a_w).contiguous()  # (B, C, 2h, 2w)
 
 
 def down(x: Tensor, kind: Resize, levels: int = 1) -> Tensor:

@@ -2,8 +2,8 @@
 
     q(x_t | x0) = N(alpha_t M_{0:k(t)} x0, sigma_t^2 I)      at resolution R / 2^k(t)
 
-M_{0:k} chains k 2x downsamplings (`ops.resize`, here the 2x2 average, "area"); the state of level k lives
-at (C, H / 2^k, W / 2^k) in pixel units. Levels k = 0..L-1 change at the boundaries b_1 < ... < b_{L-1}:
+M_{0:k} chains k 2x downsamplings (`ops.resize`: the 2x2 average, "area", or antialiased bilinear, the
+reference's); the state of level k lives at (C, H / 2^k, W / 2^k) in pixel units. Levels k = 0..L-1 change at the boundaries b_1 < ... < b_{L-1}:
 the state is at level k for b_k < t <= b_{k+1} (b_0 = 0, b_L = 1), so b_k itself is at the finer level.
 
 Resolution schedule (the reference's, on its T discrete steps n = 0..T-1, our t = (n + 1) / T): step n is at
@@ -15,15 +15,15 @@ equal resolution, so at c_k at level k - 1 and everywhere else at its own level.
 each c_k and b_k, so a grid step either stays in one level or is the change step c_k -> b_k.
 
 Transition (s < t, j = k(t) - k(s) levels, c = alpha_t / alpha_s, M = M_{k(s):k(t)}):
-    q(x_t | x_s) = N(c M x_s, sigma_t^2 I - c^2 sigma_s^2 M M^T),  M M^T = 4^-j I for area.
+    q(x_t | x_s) = N(c M x_s, sigma_t^2 I - c^2 sigma_s^2 M M^T).
 Posterior (exact under the isotropic marginals, rho = sigma_s^2 / sigma_t^2):
     mean = mu_s + rho c M^T (x_t - c M mu_s),  cov = sigma_s^2 (I - rho c^2 M^T M),  mu_s = alpha_s x0_s,
-x0_s the x0 estimate at level k(s). For area M^T M = P_j / 4^j with P_j the projector onto 2^j x 2^j
-block-constant images, and D_j = 2^j M is orthonormal on its range (`ops.pool.pool`): in the coordinates
-D_j x the step is the Gaussian DDIM(eta) step of a signal of gain alpha_t / 2^j at t and alpha_s at s, and
-the directions M cannot see (I - P_j) get alpha_s x0_s plus fresh noise of std sigma_s. eta = 1 is the
-posterior above; eta = 0 is deterministic within a level and draws only those unseen directions at a
-change (as DVDP's crossing does). At s = 0 the step returns the x0 estimate.
+x0_s the x0 estimate at level k(s). In the singular coordinates of M = U diag(g) V_s^T (`ops.resize_basis`;
+area: g = 2^-j everywhere and V_s^T = D_j, orthonormal pooling) the step is, per seen direction i, the
+Gaussian DDIM(eta) step of a signal of gain alpha_t g_i at t and alpha_s at s, and the directions M cannot
+see, (I - V_s V_s^T), get alpha_s x0_s plus fresh noise of std sigma_s. eta = 1 is the posterior above,
+exactly (its covariance is diagonal there); eta = 0 is deterministic within a level and draws only those
+unseen directions at a change (as DVDP's crossing does). At s = 0 the step returns the x0 estimate.
 
 Parameterizations: x0 everywhere (the reference's); eps and v within a level, where the target and x_t
 share a resolution (at a change step they have no meaning: a clear error).
@@ -40,8 +40,8 @@ from torch import Tensor
 
 from dimdiff.errors import ConfigError, check_option
 from dimdiff.ops.combine import linear_combination
-from dimdiff.ops.pool import pool, project_complement, unpool
 from dimdiff.ops.resize import Resize, down
+from dimdiff.ops.resize_basis import ResizeBasis, resize_basis
 from dimdiff.process.base import CrossHook, ReverseNoise, TimeLike, TrainingLevel, broadcast_time, check_level
 from dimdiff.process.gaussian import ddim_combine, step_coefficients
 from dimdiff.process.parameterization import Parameterization, target_coefficients, x0_coefficients
@@ -76,6 +76,7 @@ class ScaleSpaceProcess:
     num_steps: int = 1000  # T
     resolution_schedule: ResolutionSchedule = ResolutionSchedule.CONVEX
     gamma: float = 0.5  # of the convex schedule
+    resize: Resize = Resize.AREA  # the 2x downsampling M
 
     refills_on_crossing = False  # a step onto a finer level needs the x0 estimate at that level
 
@@ -177,21 +178,27 @@ class ScaleSpaceProcess:
 
     def forward_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         alpha, sigma = self.schedule.alpha_sigma(broadcast_time(t, x0))
-        return linear_combination([(down(x0, Resize.AREA, self._levels_of(t)), alpha), (noise, sigma)])
+        return linear_combination([(down(x0, self.resize, self._levels_of(t)), alpha), (noise, sigma)])
 
     def noise_like(self, x0: Tensor, t: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         shape = self._shape(self._levels_of(t))
         return torch.randn((x0.shape[0], *shape), generator=generator, device=x0.device, dtype=x0.dtype)
 
     def forward_transition(self, x_s: Tensor, s: float, t: float, noise: Tensor) -> Tensor:
-        """x_t = c M x_s + sqrt(sigma_t^2 - c^2 sigma_s^2 / 4^j) D_j noise, j levels apart: ``noise`` of the shape
-        of x_s, D_j (orthonormal pooling) keeps it standard normal at the coarser level."""
+        """x_t = c M x_s + U sqrt(sigma_t^2 - c^2 sigma_s^2 g^2) V_s^T noise, j levels apart, in M's singular
+        coordinates (area: sqrt(sigma_t^2 - c^2 sigma_s^2 / 4^j) D_j noise): ``noise`` of the shape of x_s,
+        whose seen coordinates V_s^T noise are standard normal at the coarser level."""
         if s >= t:
             raise ValueError(f"forward_transition expects s < t, got s={s}, t={t}")
         j = self.level(t) - self.level(s)
-        c = self._coefficients(t, s, x_s, 0)
-        var = c["var_st"] if j == 0 else (c["sigma_t"] ** 2 - c["r"] ** 2 * c["sigma_s"] ** 2 / 4**j).clamp_min(0.0)
-        return linear_combination([(down(x_s, Resize.AREA, j), c["r"]), (pool(noise, j), var.sqrt())])
+        if j == 0:
+            c = self._coefficients(t, s, x_s)
+            return linear_combination([(x_s, c["r"]), (noise, c["var_st"].sqrt())])
+        basis = self._basis(self.level(s), j)
+        std = self._coefficients(t, s, x_s, basis.gain)["var_st"].sqrt()  # per direction: r^2 g^2 in var_st
+        r = self._coefficients(t, s, x_s)["r"]
+        seen_noise = basis.from_observed(linear_combination([(basis.seen(noise), std)]))  # (B, C, h, w)
+        return linear_combination([(down(x_s, self.resize, j), r), (seen_noise, _one(r))])
 
     # ----------------------------------------------------------------- parameterization
     def _target_level_of(self, t: TimeLike, kind: Parameterization) -> int:
@@ -208,7 +215,7 @@ class ScaleSpaceProcess:
 
     def training_target(self, x0: Tensor, noise: Tensor, t: TimeLike, kind: Parameterization) -> Tensor:
         """x0 at the level of the x0 estimate at t (`target_level`); eps or v within a level."""
-        x0_k = down(x0, Resize.AREA, self._target_level_of(t, kind))
+        x0_k = down(x0, self.resize, self._target_level_of(t, kind))
         if kind is Parameterization.X0:
             return x0_k
         if kind is Parameterization.EPS:
@@ -224,15 +231,22 @@ class ScaleSpaceProcess:
         return linear_combination([(x_t, w_x), (prediction, w_pred)])
 
     # ----------------------------------------------------------------- reverse process
-    def _coefficients(self, t: TimeLike, s: TimeLike, like: Tensor, j: int) -> dict[str, Tensor]:
-        """float64 step coefficients for a signal of gain alpha_t / 2^j at t (the orthonormal coordinates
-        D_j = 2^j M of the state at t) and alpha_s at s."""
+    def _basis(self, k: int, j: int) -> ResizeBasis:
+        """The singular coordinates of M_{k:k+j} on level k's images."""
+        return resize_basis(self.resize, j, self._shape(k)[1:])
+
+    def _coefficients(self, t: TimeLike, s: TimeLike, like: Tensor, gain: float | Tensor = 1.0) -> dict[str, Tensor]:
+        """float64 step coefficients for a signal of gain alpha_t g at t and alpha_s at s, in M's singular
+        coordinates: g one number (shapes () or (B,)) or one per direction (h, w) (shapes (B or 1, 1, h, w))."""
         tt, ss = broadcast_time(t, like), broadcast_time(s, like)
         if bool((ss >= tt).any()):
             raise ValueError(f"reverse_step expects s < t, got t={tt.max().item()}, s={ss.min().item()}")
         alpha_t, sigma_t = self.schedule.alpha_sigma(tt)
         alpha_s, sigma_s = self.schedule.alpha_sigma(ss)
-        return step_coefficients(alpha_t / 2**j if j else alpha_t, sigma_t, alpha_s, sigma_s)
+        if isinstance(gain, Tensor):
+            alpha_t, sigma_t, alpha_s, sigma_s = (v.reshape(-1, 1, 1, 1) for v in (alpha_t, sigma_t, alpha_s, sigma_s))
+            return step_coefficients(alpha_t * gain.to(alpha_t.device), sigma_t, alpha_s, sigma_s)
+        return step_coefficients(alpha_t * gain if gain != 1.0 else alpha_t, sigma_t, alpha_s, sigma_s)
 
     def reverse_step(
         self,
@@ -255,17 +269,32 @@ class ScaleSpaceProcess:
                              f"at t (level {k_0}): expected s at level {k_0} or above (use the process's timesteps)")
         if noise is not None and not isinstance(noise, Tensor):
             raise ValueError(f"expected noise as one tensor of shape {(x_t.shape[0], *self._shape(k_s))}, got a pair")
-        x0_s = down(x0_hat, Resize.AREA, k_s - k_0)  # (B, C, H_s, W_s)
-        j = k_t - k_s
-        c = self._coefficients(t, s, x_t, j)
-        if j == 0:
-            return ddim_combine(x_t, x0_s, c, eta=eta, generator=generator, noise=noise)
+        x0_s = down(x0_hat, self.resize, k_s - k_0)  # (B, C, H_s, W_s)
+        if k_t == k_s:
+            return ddim_combine(x_t, x0_s, self._coefficients(t, s, x_t), eta=eta, generator=generator, noise=noise)
+        x_s = self.step_across(x_t, x0_s, t, s, eta=eta, generator=generator, noise=noise)
+        return on_cross(x_s, s) if on_cross is not None else x_s
+
+    def step_across(self, x_t: Tensor, x0_s: Tensor, t: TimeLike, s: TimeLike, *, eta: float = 1.0,
+                    generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:  # fmt: skip
+        """The DDIM(eta) step s <- t from x_t (B, C, h, w) at a coarser level than x0_s (B, C, H, W), j >= 1
+        levels apart (read off the shapes), in M_{k:k+j}'s singular coordinates; ``noise`` of x0_s's shape."""
+        k_s = self.data_shape[1].bit_length() - x0_s.shape[-2].bit_length()
+        j = x0_s.shape[-2].bit_length() - x_t.shape[-2].bit_length()
+        if j < 1 or self._shape(k_s)[1:] != tuple(x0_s.shape[-2:]) or self._shape(k_s + j)[1:] != tuple(x_t.shape[-2:]):
+            raise ValueError(f"expected x_t at a coarser level than x0_s, got {tuple(x_t.shape)} and "
+                             f"{tuple(x0_s.shape)}")  # fmt: skip
+        basis = self._basis(k_s, j)
+        c = self._coefficients(t, s, x_t, basis.gain)
         if noise is None:
             noise = torch.randn(x0_s.shape, generator=generator, device=x0_s.device, dtype=x0_s.dtype)
-        seen = ddim_combine(x_t, pool(x0_s, j), c, eta=eta, noise=pool(noise, j))  # D_j x_s, at level k_t
-        unseen = project_complement(linear_combination([(x0_s, c["alpha_s"]), (noise, c["sigma_s"])]), j)
-        x_s = unpool(seen, j) + unseen  # (B, C, H_s, W_s)
-        return on_cross(x_s, s) if on_cross is not None else x_s
+        seen = ddim_combine(basis.observed(x_t), basis.seen(x0_s), c, eta=eta, noise=basis.seen(noise))
+        unseen = basis.unseen(linear_combination([(x0_s, c["alpha_s"]), (noise, c["sigma_s"])]))
+        return basis.from_seen(seen) + unseen  # (B, C, H, W)
+
+
+def _one(like: Tensor) -> Tensor:
+    return torch.ones((), dtype=like.dtype, device=like.device)
 
 
 def _extremes(t: Tensor) -> list[float]:
@@ -280,6 +309,7 @@ class ScaleSpaceOptions:
     levels: int = 3  # L resolutions R / 2^k, k = 0..L-1; the data resolution must be divisible by 2^(L-1)
     resolution_schedule: ResolutionSchedule = ResolutionSchedule.CONVEX  # how the T steps are split into levels
     gamma: float = 0.5  # convex: u = 1 - (1 - tau)^gamma (< 1 keeps full resolution longest)
+    degradation: Resize = Resize.AREA  # the 2x downsampling: area (2x2 average) or bilinear (the reference's)
 
     needs_fit = False
 
@@ -298,6 +328,7 @@ class ScaleSpaceOptions:
 
     def build(self, shape: tuple[int, int, int], schedule: Schedule, num_steps: int) -> ScaleSpaceProcess:
         try:
-            return ScaleSpaceProcess(shape, self.levels, schedule, num_steps, self.resolution_schedule, self.gamma)
+            return ScaleSpaceProcess(shape, self.levels, schedule, num_steps, self.resolution_schedule, self.gamma,
+                                     self.degradation)  # fmt: skip
         except ValueError as exc:
             raise ConfigError(f"process.levels: {exc}") from None
