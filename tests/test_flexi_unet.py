@@ -1,8 +1,11 @@
 """The Flexi-UNet's own properties (its Net contract is in tests/contracts/test_net_contract.py): level 0 is
 the plain U-Net bit for bit, adapters are shared by width and exist only where a path runs them, compute
-falls with the input level, and settings it cannot serve are named."""
+falls with the input level, SSD's 64 px sampling grid asks only for paths it serves, and settings it cannot serve
+are named."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 import pytest
 import torch
@@ -43,6 +46,24 @@ def test_compute_falls_with_the_input_level():
     assert up == sorted(up, reverse=True) and all(u > k for u, k in zip(up, keep[1:], strict=True))
 
 
+def test_ssd_sampling_at_64px_runs_each_level_and_three_increasing_paths_all_served():
+    """The 1000-step grid of SSD's 64 px, 4-level schedule (benchmarks/flexi_flops.py counts its cost): one net call
+    per step, each (input, target) size a path of the Flexi-UNet, the increasing path only at the first step of
+    each coarser level."""
+    from dimdiff.process.scale_space import ScaleSpaceProcess
+
+    process, net = ScaleSpaceProcess((1, 64, 64), levels=4), FlexiUNet(unet(), full_size=(64, 64), levels=4)
+    paths, increasing = Counter(), []
+    for t in process.timesteps(1000).tolist()[:-1]:  # the grid ends at t = 0, where the net is not called
+        size_in, size_out = process.shape_at(t)[1:], process.target_shape_at(t)[1:]
+        assert size_out in net.out_sizes(size_in)
+        paths[size_in[0], size_out[0]] += 1
+        if size_in != size_out:
+            increasing.append(round(t * 1000) - 1)  # the step n of t = (n + 1) / T
+    assert paths == {(64, 64): 438, (32, 32): 311, (16, 16): 186, (8, 8): 62, (32, 64): 1, (16, 32): 1, (8, 16): 1}
+    assert sorted(increasing) == [438, 750, 937]
+
+
 def test_settings_it_cannot_serve_are_named():
     with pytest.raises(ValueError, match="expected 1 to 4 levels"):
         FlexiUNet(unet(), full_size=(32, 32), levels=5)
@@ -68,4 +89,3 @@ def test_model_flexi_serves_dvdp_with_one_unet_entered_at_each_stage():
         assert denoiser(torch.randn(2, 1, size, size), torch.full((2,), t)).shape == (2, 1, size, size)
     with pytest.raises(ConfigError, match="model.flexi: expected false for this process"):
         config_from_dict({"model": {"flexi": True}})
-
