@@ -34,7 +34,7 @@ from dimdiff.bench.sampling import PEER_KEY, SamplingOptions, SamplingRow, sampl
 from dimdiff.bench.timing import count_flops, peak_memory_mb
 from dimdiff.bench.training import TrainingOptions, TrainingRow, training_bench
 from dimdiff.build import build_head, build_net, build_process
-from dimdiff.config import ConfigError, ProcessKind, SamplerKind, config_from_dict
+from dimdiff.config import ConfigError, NetLayout, ProcessKind, SamplerKind, config_from_dict
 from dimdiff.train.loop import train
 
 TINY = {
@@ -70,7 +70,7 @@ def test_registry_reference_first_and_every_process_registered(tiny_methods: lis
     assert ref.process.kind is ProcessKind.GAUSSIAN and ref.sample.sampler is SamplerKind.DDIM
     assert ref.sample.eta == 0.0
     assert len({m.key for m in tiny_methods}) == len(tiny_methods)
-    same = [dataclasses.replace(m.config.model, flexi=False) == ref.model for m in tiny_methods]
+    same = [dataclasses.replace(m.config.model, layout=NetLayout.AUTO) == ref.model for m in tiny_methods]
     assert all(same)  # one shared U-Net (entered at each level by SSD's Flexi-UNet)
 
 

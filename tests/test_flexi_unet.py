@@ -71,12 +71,12 @@ def test_settings_it_cannot_serve_are_named():
         FlexiUNet(unet(), full_size=(20, 20), levels=2)
 
 
-def test_model_flexi_serves_dvdp_with_one_unet_entered_at_each_stage():
+def test_model_layout_flexi_serves_dvdp_with_one_unet_entered_at_each_stage():
     from dimdiff.build import build_denoiser, build_head, build_net, build_process
-    from dimdiff.config import ConfigError, config_from_dict
+    from dimdiff.config import ConfigError, NetLayout, config_from_dict
 
     config = config_from_dict({
-        "model": {"base_channels": 8, "channel_mult": [1, 2, 2], "attention_resolutions": [], "flexi": True},
+        "model": {"base_channels": 8, "channel_mult": [1, 2, 2], "attention_resolutions": [], "layout": "flexi"},
         "process": {"kind": "dvdp", "parameterization": "v", "turning_points": [0.3, 0.6],
                     "window_widths": [0.2, 0.2]},
         "data": {"resolution": 16},
@@ -87,5 +87,38 @@ def test_model_flexi_serves_dvdp_with_one_unet_entered_at_each_stage():
     denoiser = build_denoiser(config, net, process)
     for t, size in ((0.1, 16), (0.5, 8), (0.9, 4)):
         assert denoiser(torch.randn(2, 1, size, size), torch.full((2,), t)).shape == (2, 1, size, size)
-    with pytest.raises(ConfigError, match="model.flexi: expected false for this process"):
-        config_from_dict({"model": {"flexi": True}})
+    with pytest.raises(ConfigError, match="model.layout: expected auto for this process"):
+        config_from_dict({"model": {"layout": "flexi"}})
+    with pytest.raises(ConfigError, match="model.layout: expected auto with model.stage_embedding"):
+        config_from_dict({"model": {"layout": "upsampled", "per_stage_nets": True},
+                          "process": {"kind": "dvdp", "turning_points": [0.5], "window_widths": [0.2]}})  # fmt: skip
+    old = {"model": {"flexi": True}, "process": {"kind": "ssd", "parameterization": "x0"}}  # a config.json of 0.x
+    assert config_from_dict(old).model.layout is NetLayout.FLEXI
+    assert config_from_dict({"model": {"flexi": False}}).model.layout is NetLayout.AUTO
+
+
+def test_model_layout_upsampled_runs_ssd_on_the_plain_unet_at_full_resolution():
+    """SSD's comparison without a Flexi-UNet: each state upsampled to 16 px, the whole U-Net, the output resized
+    to the target; level 0 in and out is the plain U-Net bit for bit, and every call costs a full forward."""
+    from dimdiff.build import build_denoiser, build_head, build_net, build_process
+    from dimdiff.config import config_from_dict
+    from dimdiff.nets.upsampled import UpsampledNet
+
+    config = config_from_dict({
+        "model": {"base_channels": 8, "channel_mult": [1, 2], "attention_resolutions": [], "layout": "upsampled"},
+        "process": {"kind": "ssd", "parameterization": "x0", "levels": 3},
+        "data": {"resolution": 16},
+    })  # fmt: skip
+    process = build_process(config.process, (1, 16, 16))
+    net = build_net(config.model, process, build_head(config)).eval()
+    assert isinstance(net, UpsampledNet) and net.levels == 3
+    denoiser = build_denoiser(config, net, process)
+    for t in (0.1, process.change_times[0], 0.8, process.change_times[1], 0.99):
+        shape = process.target_shape_at(t)
+        x = torch.randn(2, *process.shape_at(t))
+        assert denoiser(x, torch.full((2,), t)).shape == (2, *shape)
+    x, t = torch.randn(2, 1, 16, 16), torch.rand(2)
+    with torch.no_grad():
+        assert torch.equal(net(x, t), net.unet(x, t))
+        costs = {s: count_flops(lambda s=s: net(torch.randn(1, 1, s, s), t[:1])) for s in (16, 8, 4)}
+    assert len(set(costs.values())) == 1  # the whole U-Net at 16 px whatever the state (no saving)

@@ -19,6 +19,7 @@ from dimdiff.config import (
     Config,
     ConfigError,
     ModelConfig,
+    NetLayout,
     ProcessConfig,
     SampleConfig,
     SamplerKind,
@@ -29,6 +30,7 @@ from dimdiff.nets.denoiser import Denoiser
 from dimdiff.nets.flexi_unet import FlexiUNet
 from dimdiff.nets.staged import StagedNet
 from dimdiff.nets.unet import UNet
+from dimdiff.nets.upsampled import UpsampledNet
 from dimdiff.process.base import DiffusionProcess
 from dimdiff.process.schedules import make_schedule
 from dimdiff.samplers import adaptive_sample, ddim_sample, ddpm_sample
@@ -130,18 +132,20 @@ def build_head(config: Config) -> Head:
 
 
 def build_net(config: ModelConfig, process: DiffusionProcess, head: Head) -> nn.Module:
-    """The configured U-Net for every (state, target) shape ``process.net_shapes()`` lists: a `FlexiUNet`
-    where a target lies at another size than its state (scale-space diffusion) or with model.flexi; else one
-    plain U-Net where the state keeps one resolution, or a `StagedNet` (shared, shared and told the level,
-    or one per level). Attention sizes refer to the finest state's resolution."""
+    """The configured U-Net for every (state, target) shape ``process.net_shapes()`` lists (model.layout): an
+    `UpsampledNet` (upsampled); a `FlexiUNet` (flexi, and auto where a target lies at another size than its
+    state, as in scale-space diffusion); else one plain U-Net where the state keeps one resolution, or a
+    `StagedNet` (shared, shared and told the level, or one per level). Attention sizes refer to the finest
+    state's resolution."""
     shapes = process.net_shapes()
     (channels, resolution, width), target = shapes[0]
     out_channels = head.output_shape(target)[0]
     heights = sorted({state[1] for state, _ in shapes}, reverse=True)
-    if config.flexi or any(state[1:] != target[1:] for state, target in shapes):  # or a target at another size
-        if config.stage_embedding or config.per_stage_nets:
-            raise ConfigError("model.flexi: expected no model.stage_embedding or model.per_stage_nets with a "
-                              "Flexi-UNet (one U-Net entered at each level)")  # fmt: skip
+    if config.layout is NetLayout.UPSAMPLED:
+        check_net_shapes(config, process, finest_only=True)
+        return UpsampledNet(_unet(config, channels, out_channels, resolution), full_size=(resolution, width),
+                            levels=len(heights))  # fmt: skip
+    if config.layout is NetLayout.FLEXI or any(state[1:] != target[1:] for state, target in shapes):
         try:
             return FlexiUNet(_unet(config, channels, out_channels, resolution), full_size=(resolution, width),
                              levels=len(heights))  # fmt: skip
@@ -161,13 +165,14 @@ def build_net(config: ModelConfig, process: DiffusionProcess, head: Head) -> nn.
     return StagedNet(nets, heights=[state[1] for state, _ in shapes], tell_stage=config.stage_embedding)
 
 
-def check_net_shapes(config: ModelConfig, process: DiffusionProcess) -> None:
-    """A ConfigError unless a whole U-Net can run on every state ``process.net_shapes()`` lists: it halves height
-    and width len(channel_mult) - 1 times, so each must be divisible by 2^(len(channel_mult) - 1). (A Flexi-UNet
-    enters a coarser state further down: it needs only the finest state divisible, and checks that itself.)"""
+def check_net_shapes(config: ModelConfig, process: DiffusionProcess, *, finest_only: bool = False) -> None:
+    """A ConfigError unless a whole U-Net can run on every state ``process.net_shapes()`` lists (``finest_only``:
+    on the finest, where an upsampled layout runs it): it halves height and width len(channel_mult) - 1 times,
+    so each must be divisible by 2^(len(channel_mult) - 1). (A Flexi-UNet enters a coarser state further down:
+    it needs only the finest state divisible, and checks that itself.)"""
     levels = len(config.channel_mult)
     divisor = 2 ** (levels - 1)
-    states = [state for state, _ in process.net_shapes()]
+    states = [state for state, _ in process.net_shapes()][: 1 if finest_only else None]
     bad = [(h, w) for _, h, w in states if h % divisor or w % divisor]
     if bad:
         shown = ", ".join(f"{h}x{w}" for _, h, w in states)

@@ -36,7 +36,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
-    "CodecConfig", "Config", "ConfigError", "DataConfig", "Device", "LossWeighting", "ModelConfig", "Precision",
+    "CodecConfig", "Config", "ConfigError", "DataConfig", "Device", "LossWeighting", "ModelConfig", "NetLayout",
+    "Precision",
     "ProcessConfig", "ProcessKind", "SampleConfig", "SamplerKind", "TrainConfig",
     "apply_overrides", "config_from_dict", "config_to_dict", "load_config", "replace_section",
 ]  # fmt: skip
@@ -60,6 +61,14 @@ class SamplerKind(str, enum.Enum):
     ADAPTIVE = "adaptive"  # complexity-chosen step sizes
 
 
+class NetLayout(str, enum.Enum):
+    """How one U-Net serves a process whose state changes resolution."""
+
+    AUTO = "auto"  # the whole U-Net on each state; a Flexi-UNet where a target lies at another size (ssd)
+    FLEXI = "flexi"  # one Flexi-UNet entered at each state's level (each U-Net level sees one scale)
+    UPSAMPLED = "upsampled"  # the whole U-Net at the data's resolution, each state upsampled to it
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     base_channels: int = 32  # width of the first level
@@ -74,9 +83,9 @@ class ModelConfig:
     # dvdp/subspace: the net sees a stage-k state divided by 2^k (average-pooled pixel units, the
     # data's scale at every stage) and its output is multiplied by 2^k; false: orthonormal coordinates
     pixel_units: bool = True
-    # one Flexi-UNet entered at each level of the state (dvdp/subspace; ssd always uses one): each U-Net level
-    # then sees features of one scale
-    flexi: bool = False
+    # for a process whose state changes resolution: auto, flexi (one Flexi-UNet entered at each level) or
+    # upsampled (a plain full-resolution U-Net on every state, upsampled; ssd's comparison without Flexi-UNet)
+    layout: NetLayout = NetLayout.AUTO
 
     def __post_init__(self) -> None:
         check_option(not (self.stage_embedding and self.per_stage_nets), "model.stage_embedding",
@@ -232,9 +241,12 @@ class Config:
         staged = self.process.options.num_levels() > 1  # the state changes resolution
         one_level = f"for this process (process.kind = {self.process.kind.value}: its state keeps one resolution)"
         m = self.model
-        for key, on in (("model.stage_embedding", m.stage_embedding), ("model.per_stage_nets", m.per_stage_nets),
-                        ("model.flexi", m.flexi)):  # fmt: skip
+        for key, on in (("model.stage_embedding", m.stage_embedding), ("model.per_stage_nets", m.per_stage_nets)):
             check_option(staged or not on, key, f"false {one_level}", on)
+        check_option(staged or m.layout is NetLayout.AUTO, "model.layout", f"auto {one_level}", m.layout.value)
+        whole = m.layout is NetLayout.AUTO or not (m.stage_embedding or m.per_stage_nets)
+        check_option(whole, "model.layout", "auto with model.stage_embedding or model.per_stage_nets (one U-Net "
+                     "serves every level in the other layouts)", m.layout.value)  # fmt: skip
         check_option(staged or self.sample.corrector_steps == 0, "sample.corrector_steps",
                f"0 {one_level}", self.sample.corrector_steps)  # fmt: skip
 
@@ -258,6 +270,11 @@ LEGACY_UNUSED: dict[str, dict[str, Any]] = {
     "process": {"turning_points": [], "window_widths": [], "complement_std": [], "window": "none"},
 }
 
+# Keys of earlier versions that another key replaced: how an old value reads now (old config.json files load).
+LEGACY_RENAMED: dict[str, dict[str, Callable[[Any], dict[str, Any]]]] = {
+    "model": {"flexi": lambda on: {"layout": NetLayout.FLEXI.value} if on else {}},
+}
+
 
 def _names(cls: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
@@ -275,6 +292,9 @@ def _build_dataclass(cls: type, name: str, values: dict[str, Any], valid: list[s
 
 def _build_section(name: str, values: dict[str, Any]) -> Any:
     cls = SECTIONS[name]
+    for old, new in LEGACY_RENAMED.get(name, {}).items():
+        if old in values:
+            values = {k: v for k, v in values.items() if k != old} | new(values[old])
     if name not in KIND_TABLES:
         return _build_dataclass(cls, name, values, _names(cls))
     table, lookup = KIND_TABLES[name]

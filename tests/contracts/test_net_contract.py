@@ -24,6 +24,7 @@ from dimdiff.nets.base import Net, Size
 from dimdiff.nets.flexi_unet import FlexiUNet
 from dimdiff.nets.staged import StagedNet
 from dimdiff.nets.unet import UNet
+from dimdiff.nets.upsampled import UpsampledNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread (conftest)
 
@@ -86,6 +87,8 @@ NET_CASES: list[NetCase] = [
     NetCase("staged-per-level", lambda: StagedNet([staged_unet() for _ in HEIGHTS], heights=HEIGHTS), 1, 1,
             ((16, 16), (8, 8), (4, 4)), ((32, 32),), runs=level_net),  # fmt: skip
     NetCase("flexi-3-levels", flexi, 1, 1, ((16, 16), (8, 8), (4, 4)), ((32, 32), (2, 2), (8, 4)), runs=flexi_path),
+    NetCase("upsampled-3-levels", lambda: UpsampledNet(unet(), full_size=(16, 16), levels=3), 1, 1,
+            ((16, 16), (8, 8), (4, 4)), ((32, 32), (2, 2), (8, 4))),  # fmt: skip
 ]
 
 

@@ -52,11 +52,11 @@ from dimdiff.bench.oracle import GaussianImages, oracle_denoiser
 from dimdiff.build import build_process
 from dimdiff.config import config_from_dict
 from dimdiff.ops.pool import component
+from dimdiff.ops.resize import Resize
 from dimdiff.process.base import DiffusionProcess
 from dimdiff.process.dimension_varying import DimensionVaryingProcess
 from dimdiff.process.gaussian import GaussianProcess
 from dimdiff.process.parameterization import Parameterization
-from dimdiff.ops.resize import Resize
 from dimdiff.process.scale_space import ResolutionSchedule, ScaleSpaceProcess
 from dimdiff.process.schedules import CosineSchedule, LinearBetaSchedule
 from dimdiff.process.stages import Stages, Window

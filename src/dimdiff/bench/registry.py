@@ -17,7 +17,15 @@ from dataclasses import dataclass
 
 from dimdiff.build import build_codec, data_channels, fit_to_data, needs_data  # data_channels: re-exported
 from dimdiff.codecs import CODECS, Codec, CodecKind
-from dimdiff.config import Config, ConfigError, LossWeighting, ProcessKind, SamplerKind, config_to_dict
+from dimdiff.config import (
+    Config,
+    ConfigError,
+    LossWeighting,
+    NetLayout,
+    ProcessKind,
+    SamplerKind,
+    config_to_dict,
+)
 from dimdiff.data.configured import training_data
 from dimdiff.process.dvdp_options import DVDPOptions, SubspaceOptions
 from dimdiff.process.gaussian import GaussianOptions
@@ -85,8 +93,8 @@ def _dvdp_methods(base: Config) -> list[BenchMethod]:
     dvdp = _on(base, ProcessKind.DVDP, own or DVDP_DEFAULT_STAGES)
     per_stage = dataclasses.replace(dvdp, model=dataclasses.replace(base.model, per_stage_nets=True,
                                                                     stage_embedding=False))  # fmt: skip
-    flexi = dataclasses.replace(dvdp, model=dataclasses.replace(base.model, flexi=True, per_stage_nets=False,
-                                                                 stage_embedding=False))  # fmt: skip
+    flexi_model = dataclasses.replace(base.model, layout=NetLayout.FLEXI, per_stage_nets=False, stage_embedding=False)
+    flexi = dataclasses.replace(dvdp, model=flexi_model)
     taus = "/".join(f"{t:g}" for t in dvdp.process.options.turning_points)
     return [
         *_ddim_and_ddpm(dvdp, ("dvdp-ddim", "dvdp-ddpm"), (f"DVDP DDIM (tau {taus})", f"DVDP ancestral (tau {taus})")),
@@ -110,22 +118,25 @@ def _subspace_methods(base: Config) -> list[BenchMethod]:
 
 def _ssd_methods(base: Config) -> list[BenchMethod]:
     """Scale-space diffusion with the base config's levels, else min(3, the U-Net's levels) (32 -> 16 -> 8 at
-    32 px), and (only when named) with one level fewer; x0-prediction (its only parameterization) weighted by
-    min(SNR, 5) as its authors train it, on a Flexi-UNet of the base architecture."""
+    32 px), x0-prediction (its only parameterization) weighted by min(SNR, 5) as its authors train it, on a
+    Flexi-UNet of the base architecture; only when named: with one level fewer, and on the plain U-Net with
+    upsampled inputs (model.layout = upsampled, the authors' comparison)."""
     own = base.process.options if isinstance(base.process.options, ScaleSpaceOptions) else None
     options = own or ScaleSpaceOptions(levels=min(3, len(base.model.channel_mult)))
-    model = dataclasses.replace(base.model, flexi=True, per_stage_nets=False, stage_embedding=False)
     train = dataclasses.replace(base.train, loss_weighting=LossWeighting.MIN_SNR, min_snr_gamma=5.0)
+    variants = ((options.levels, NetLayout.FLEXI, "ssd", "", True),
+                (options.levels - 1, NetLayout.FLEXI, "ssd-fewer", "", False),
+                (options.levels, NetLayout.UPSAMPLED, "ssd-upsampled", ", plain U-Net", False))  # fmt: skip
     methods = []
-    for levels, key, default in ((options.levels, "ssd", True), (options.levels - 1, "ssd-fewer", False)):
+    for levels, layout, key, net, default in variants:
         if levels < 2:
             continue
         config = _on(base, ProcessKind.SSD, dataclasses.replace(options, levels=levels),
                      parameterization=Parameterization.X0)  # fmt: skip
+        model = dataclasses.replace(base.model, layout=layout, per_stage_nets=False, stage_embedding=False)
         config = dataclasses.replace(config, model=model, train=train)
-        methods += _ddim_and_ddpm(config, (f"{key}-ddim", f"{key}-ddpm"), (f"SSD deterministic ({levels} levels)",
-                                                                          f"SSD ancestral ({levels} levels)"),
-                                  default)  # fmt: skip
+        names = (f"SSD deterministic ({levels} levels{net})", f"SSD ancestral ({levels} levels{net})")
+        methods += _ddim_and_ddpm(config, (f"{key}-ddim", f"{key}-ddpm"), names, default)
     return methods
 
 

@@ -3,8 +3,9 @@
     q(x_t | x0) = N(alpha_t M_{0:k(t)} x0, sigma_t^2 I)      at resolution R / 2^k(t)
 
 M_{0:k} chains k 2x downsamplings (`ops.resize`: the 2x2 average, "area", or antialiased bilinear, the
-reference's); the state of level k lives at (C, H / 2^k, W / 2^k) in pixel units. Levels k = 0..L-1 change at the boundaries b_1 < ... < b_{L-1}:
-the state is at level k for b_k < t <= b_{k+1} (b_0 = 0, b_L = 1), so b_k itself is at the finer level.
+reference's); the state of level k lives at (C, H / 2^k, W / 2^k) in pixel units. Levels k = 0..L-1 change
+at the boundaries b_1 < ... < b_{L-1}: the state is at level k for b_k < t <= b_{k+1} (b_0 = 0, b_L = 1), so
+b_k itself is at the finer level.
 
 Resolution schedule (the reference's, on its T discrete steps n = 0..T-1, our t = (n + 1) / T): step n is at
 level min(floor(u L), L - 1) with u = 1 - (1 - n / (T - 1))^gamma ("convex", gamma = 0.5 keeps full
