@@ -237,7 +237,7 @@ def sampling_bench(methods: Sequence[BenchMethod], options: SamplingOptions = Sa
         "benchmark": "sampling",
         "settings": asdict(options) | {"steps": methods[0].config.sample.steps, "reference": REFERENCE_KEY},
         "model": config_to_dict(methods[0].config)["model"],
-        "data": config_to_dict(methods[0].config)["data"],
+        "data": config_to_dict(methods[0].config)["data"] | {"channels": data_channels(methods[0].config)},
         "rows": [asdict(row) for row in rows],
         "notes": notes,
         "environment": environment,

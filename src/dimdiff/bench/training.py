@@ -235,7 +235,8 @@ def training_bench(methods: Sequence[BenchMethod], options: TrainingOptions = Tr
     return {
         "benchmark": "training",
         "settings": asdict(options) | {"reference": REFERENCE_KEY},
-        "model": config["model"], "data": config["data"], "train": config["train"],
+        "model": config["model"], "data": config["data"] | {"channels": data_channels(methods[0].config)},
+        "train": config["train"],
         "rows": [asdict(row) for row in rows],
         "notes": notes,
         "environment": environment,
