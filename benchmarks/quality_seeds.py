@@ -6,8 +6,9 @@ For one bench method (a key of `dimdiff bench quality --methods`), every seed is
 RUNS/KEY/seedS (the bench's config with only train.seed changed; an interrupted run resumes, a finished
 one is kept) and scored with every SAMPLER:N of --evals (sampling seed 0, the same as
 `dimdiff eval --checkpoint RUN --n 2000 --metrics fd-digits,kid --sampler S --steps N --seed 0`).
-Every score is appended to OUT/KEY.jsonl as it is made, so a rerun only does what is missing;
---summary prints the table of means over seeds for the keys given.
+Every score is appended to OUT/KEY.jsonl as it is made, so a rerun only does what is missing (rows of
+another --n or --train-steps do not count); --summary prints the table of means over seeds for the keys
+given. Runs with other overrides of the same method need another --out and --runs.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality_seeds.py --method ssd-ddpm --seeds 0,1,2,3 \
         --evals ddpm:20,ddpm:50,ddpm:100,ddim:50 --out benchmarks/results/quality_ssd
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     evals = [(SamplerKind(s.split(":")[0]), int(s.split(":")[1])) for s in args.evals.split(",")]
     for seed in args.seeds:
-        done = {(r["sampler"], r["steps"]) for r in _done(results) if r["seed"] == seed}
+        done = {(r["sampler"], r["steps"]) for r in _done(results)
+                if (r["seed"], r["n"], r["step"]) == (seed, args.n, args.train_steps)}  # fmt: skip
         if all((s.value, n) in done for s, n in evals):
             continue
         checkpoint, seconds = _train(config, seed, args.runs / args.method / f"seed{seed}")
@@ -92,16 +94,19 @@ def run(args: argparse.Namespace) -> None:
 
 
 def summary(keys: list[str], out: Path) -> str:
-    lines = ["| method | sampler | N | fd-digits per seed | mean ± sd | KID mean | seeds |",
-             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = ["| method | sampler | N | samples | training steps | fd-digits per seed | mean ± sd | KID mean | seeds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for key in keys:
         rows = _done(out / f"{key}.jsonl")
-        for sampler, steps in sorted({(r["sampler"], r["steps"]) for r in rows}):
-            cell = sorted((r for r in rows if (r["sampler"], r["steps"]) == (sampler, steps)), key=lambda r: r["seed"])
+        def what(r: dict[str, Any]) -> tuple[str, int, int, int]:
+            return r["sampler"], r["steps"], r["n"], r["step"]
+
+        for sampler, steps, n, step in sorted({what(r) for r in rows}):
+            cell = sorted((r for r in rows if what(r) == (sampler, steps, n, step)), key=lambda r: r["seed"])
             fd = [r["fd-digits"] for r in cell]
             kid = statistics.fmean(r["kid"] for r in cell)
             sd = statistics.stdev(fd) if len(fd) > 1 else 0.0
-            lines.append(f"| {key} | {sampler} | {steps} | {' / '.join(f'{v:.3f}' for v in fd)} | "
+            lines.append(f"| {key} | {sampler} | {steps} | {n} | {step} | {' / '.join(f'{v:.3f}' for v in fd)} | "
                          f"{statistics.fmean(fd):.3f} ± {sd:.3f} | {kid:.3f} | {len(fd)} |")  # fmt: skip
     return "\n".join(lines)
 

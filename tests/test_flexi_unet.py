@@ -95,6 +95,14 @@ def test_model_layout_flexi_serves_dvdp_with_one_unet_entered_at_each_stage():
     old = {"model": {"flexi": True}, "process": {"kind": "ssd", "parameterization": "x0"}}  # a config.json of 0.x
     assert config_from_dict(old).model.layout is NetLayout.FLEXI
     assert config_from_dict({"model": {"flexi": False}}).model.layout is NetLayout.AUTO
+    both = {"model": {"flexi": True, "layout": "upsampled"}, "process": old["process"]}  # the new key says it
+    assert config_from_dict(both).model.layout is NetLayout.UPSAMPLED
+    with pytest.raises(ConfigError, match="model.flexi"):
+        config_from_dict({"model": {"flexi": "no"}})
+    ssd = config_from_dict({"model": {"per_stage_nets": True}, "data": {"resolution": 16},
+                            "process": {"kind": "ssd", "parameterization": "x0", "levels": 2}})  # fmt: skip
+    with pytest.raises(ConfigError, match="model.per_stage_nets: expected false with a Flexi-UNet"):
+        build_net(ssd.model, build_process(ssd.process, (1, 16, 16)), build_head(ssd))
 
 
 def test_model_layout_upsampled_runs_ssd_on_the_plain_unet_at_full_resolution():

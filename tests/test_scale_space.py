@@ -64,6 +64,21 @@ def test_eps_and_v_within_a_level_but_x0_only_at_a_change_step():
             p.training_target(x0, noise, torch.full((2,), c), kind)
 
 
+def test_a_batch_is_read_whole_for_its_levels_and_times_are_float64():
+    """A change step between two ordinary times of its level (target levels 1, 0, 1) is a mixed batch, though its
+    extremes agree; a Python float boundary stays on the finer level (float32 would round 0.55 up past it)."""
+    p = ScaleSpaceProcess((1, 8, 8), levels=2, num_steps=100)
+    b, c = p.boundaries[0], p.change_times[0]
+    mixed = torch.tensor([b + 0.5 / 100, c, c + 0.5 / 100], dtype=torch.float64)
+    x0, noise = torch.zeros(3, 1, 8, 8), torch.zeros(3, 1, 4, 4)
+    with pytest.raises(ValueError, match="share one target level, got levels 0 to 1"):
+        p.training_target(x0, noise, mixed, Parameterization.X0)
+    with pytest.raises(ValueError, match="one resolution level, got levels 0 to 1"):
+        p.forward_sample(x0[:2], torch.tensor([b, c], dtype=torch.float64), torch.zeros(2, 1, 4, 4))
+    assert p.level(b) == 0
+    assert p.training_target(x0[:1], x0[:1], b, Parameterization.X0).shape == (1, 1, 8, 8)
+
+
 def test_the_loss_is_a_mean_per_pixel_at_the_targets_resolution_at_every_level():
     """The reference's per-sample mean: an error of 1 in every pixel of the target costs 1 at every level, also
     at a change step, where the target is one level finer than the state."""

@@ -146,6 +146,9 @@ def build_net(config: ModelConfig, process: DiffusionProcess, head: Head) -> nn.
         return UpsampledNet(_unet(config, channels, out_channels, resolution), full_size=(resolution, width),
                             levels=len(heights))  # fmt: skip
     if config.layout is NetLayout.FLEXI or any(state[1:] != target[1:] for state, target in shapes):
+        if config.stage_embedding or config.per_stage_nets:  # auto with a process whose targets change size
+            raise ConfigError("model.stage_embedding / model.per_stage_nets: expected false with a Flexi-UNet (one "
+                              "U-Net entered at each level, which this process needs), got true")  # fmt: skip
         try:
             return FlexiUNet(_unet(config, channels, out_channels, resolution), full_size=(resolution, width),
                              levels=len(heights))  # fmt: skip

@@ -272,7 +272,7 @@ LEGACY_UNUSED: dict[str, dict[str, Any]] = {
 
 # Keys of earlier versions that another key replaced: how an old value reads now (old config.json files load).
 LEGACY_RENAMED: dict[str, dict[str, Callable[[Any], dict[str, Any]]]] = {
-    "model": {"flexi": lambda on: {"layout": NetLayout.FLEXI.value} if on else {}},
+    "model": {"flexi": lambda on: {"layout": NetLayout.FLEXI.value} if coerce("model.flexi", bool, on) else {}},
 }
 
 
@@ -293,8 +293,8 @@ def _build_dataclass(cls: type, name: str, values: dict[str, Any], valid: list[s
 def _build_section(name: str, values: dict[str, Any]) -> Any:
     cls = SECTIONS[name]
     for old, new in LEGACY_RENAMED.get(name, {}).items():
-        if old in values:
-            values = {k: v for k, v in values.items() if k != old} | new(values[old])
+        if old in values:  # what the old key meant, unless the file also says it the new way
+            values = new(values[old]) | {k: v for k, v in values.items() if k != old}
     if name not in KIND_TABLES:
         return _build_dataclass(cls, name, values, _names(cls))
     table, lookup = KIND_TABLES[name]

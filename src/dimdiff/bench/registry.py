@@ -129,7 +129,7 @@ def _ssd_methods(base: Config) -> list[BenchMethod]:
                 (options.levels, NetLayout.UPSAMPLED, "ssd-upsampled", ", plain U-Net", False))  # fmt: skip
     methods = []
     for levels, layout, key, net, default in variants:
-        if levels < 2:
+        if levels < 2 and key != "ssd":  # one level is the Gaussian process: no variants of it
             continue
         config = _on(base, ProcessKind.SSD, dataclasses.replace(options, levels=levels),
                      parameterization=Parameterization.X0)  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 __all__ = ["batch_coefficient", "linear_combination", "is_zero", "Term"]
@@ -22,7 +23,12 @@ Term = tuple[Tensor, Tensor]  # (x of shape (B, ...), coefficient of shape (), (
 def batch_coefficient(c: Tensor, x: Tensor) -> Tensor:
     """A coefficient of shape () or (B,) -> broadcastable against x (B, ...), in x's dtype; one of x's rank
     (a coefficient per direction, e.g. (B, 1, h, w)) is taken as it is."""
-    if c.ndim == 0 or c.ndim == x.ndim:
+    if c.ndim == 0:
+        return c.to(x.dtype)
+    if c.ndim == x.ndim:
+        if torch.broadcast_shapes(c.shape, x.shape) != x.shape:
+            raise ValueError(f"expected a coefficient that broadcasts to the batch's shape {tuple(x.shape)}, got "
+                             f"{tuple(c.shape)}")  # fmt: skip
         return c.to(x.dtype)
     return c.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
 

@@ -129,7 +129,14 @@ class SeparableBasis:
 
 
 def _like(matrix: Tensor, x: Tensor) -> Tensor:
-    return matrix.to(dtype=x.dtype, device=x.device)
+    return _converted(matrix, x.dtype, x.device)
+
+
+@functools.lru_cache(maxsize=256)
+def _converted(matrix: Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A cached basis matrix in x's dtype on x's device (bases live as long as `resize_basis`'s cache, so a
+    matrix's identity is a stable key): no copy per step."""
+    return matrix.to(dtype=dtype, device=device)
 
 
 @functools.cache

@@ -98,13 +98,24 @@ class ScaleSpaceProcess:
         """k(t): how many boundaries b_k lie below t."""
         return sum(1 for b in self.boundaries if b < t)
 
+    def _batch_levels(self, t: TimeLike) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((min, max) of k(t), (min, max) of the target level) over a batch of times (B,) or (), computed on
+        t's device and read from it at once."""
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1, 1)  # (B, 1)
+        b = torch.tensor(self.boundaries, dtype=torch.float64, device=t.device)  # (L - 1,)
+        c = torch.tensor(self.change_times, dtype=torch.float64, device=t.device)
+        level = (t > b).sum(-1)  # (B,)
+        target = level - ((t - c).abs() < 0.25 / self.num_steps).any(-1).long()  # one finer at a change step
+        both = torch.stack([level, target])  # (2, B)
+        (lo, hi), (target_lo, target_hi) = torch.stack([both.amin(-1), both.amax(-1)], dim=-1).tolist()
+        return (lo, hi), (target_lo, target_hi)
+
     def _levels_of(self, t: Tensor) -> int:
-        """The one level of a batch of times (B,) or (); a ValueError for a batch that mixes levels. Levels grow
-        with t, so the batch's extremes decide (one read of two numbers from the device)."""
-        found = sorted({self.level(v) for v in _extremes(t)})
-        if len(found) != 1:
-            raise ValueError(f"expected the times of one batch at one resolution level, got levels {found}")
-        return found[0]
+        """The one level of a batch of times (B,) or (); a ValueError for a batch that mixes levels."""
+        (lo, hi), _ = self._batch_levels(t)
+        if lo != hi:
+            raise ValueError(f"expected the times of one batch at one resolution level, got levels {lo} to {hi}")
+        return lo
 
     def _shape(self, k: int) -> tuple[int, int, int]:
         C, H, W = self.data_shape
@@ -204,15 +215,14 @@ class ScaleSpaceProcess:
     # ----------------------------------------------------------------- parameterization
     def _target_level_of(self, t: TimeLike, kind: Parameterization) -> int:
         """The one target level of a batch's times; eps and v only where it is the state's own level."""
-        times = _extremes(torch.as_tensor(t))  # target levels grow with t too
-        levels = sorted({self.target_level(v) for v in times})
-        if len(levels) != 1:
-            raise ValueError(f"expected the times of one batch to share one target level, got {levels}")
-        level = levels[0]
-        if kind is not Parameterization.X0 and level != self.level(times[0]):
-            raise ValueError(f"at a change step (t = {times[0]:g}) the target is x0 one level finer than x_t, where "
-                             f"{kind.value} has no meaning: expected parameterization x0, got {kind.value}")
-        return level
+        (lo, hi), (target_lo, target_hi) = self._batch_levels(t)
+        if target_lo != target_hi:
+            raise ValueError(f"expected the times of one batch to share one target level, got levels {target_lo} "
+                             f"to {target_hi}")  # fmt: skip
+        if kind is not Parameterization.X0 and (lo, hi) != (target_lo, target_lo):
+            raise ValueError(f"at a change step the target is x0 one level finer than x_t, where {kind.value} has "
+                             f"no meaning: expected parameterization x0, got {kind.value}")  # fmt: skip
+        return target_lo
 
     def training_target(self, x0: Tensor, noise: Tensor, t: TimeLike, kind: Parameterization) -> Tensor:
         """x0 at the level of the x0 estimate at t (`target_level`); eps or v within a level."""
@@ -246,7 +256,7 @@ class ScaleSpaceProcess:
         alpha_s, sigma_s = self.schedule.alpha_sigma(ss)
         if isinstance(gain, Tensor):
             alpha_t, sigma_t, alpha_s, sigma_s = (v.reshape(-1, 1, 1, 1) for v in (alpha_t, sigma_t, alpha_s, sigma_s))
-            return step_coefficients(alpha_t * gain.to(alpha_t.device), sigma_t, alpha_s, sigma_s)
+            return step_coefficients(alpha_t * gain.to(alpha_t.device, non_blocking=True), sigma_t, alpha_s, sigma_s)
         return step_coefficients(alpha_t * gain if gain != 1.0 else alpha_t, sigma_t, alpha_s, sigma_s)
 
     def reverse_step(
@@ -296,11 +306,6 @@ class ScaleSpaceProcess:
 
 def _one(like: Tensor) -> Tensor:
     return torch.ones((), dtype=like.dtype, device=like.device)
-
-
-def _extremes(t: Tensor) -> list[float]:
-    """[min, max] of a batch of times, read from the device at once."""
-    return torch.stack(torch.aminmax(t.reshape(-1))).tolist()
 
 
 @dataclass(frozen=True)
