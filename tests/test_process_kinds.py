@@ -76,7 +76,7 @@ def test_every_kind_has_options_that_build_and_round_trip_through_a_config_file(
         ProcessKind.GAUSSIAN: {},
         ProcessKind.DVDP: {"turning_points": [0.5], "window_widths": [0.2], "window": "snr"},
         ProcessKind.SUBSPACE: {"turning_points": [0.3, 0.6], "complement_std": [0.2, 0.1]},
-        ProcessKind.SSD: {"levels": 2, "resolution_schedule": "equal", "gamma": 0.5},
+        ProcessKind.SSD: {"levels": 2, "resolution_schedule": "equal", "gamma": 0.5, "degradation": "bilinear"},
     }
     common = {ProcessKind.SSD: {"parameterization": "x0"}}
     assert set(examples) == set(PROCESSES), "add an example for the new kind"
