@@ -11,6 +11,7 @@ forward): DDPM/DDIM at full resolution make N plain-U-Net calls; SSD makes the c
 DDPM's time to SSD's is the speed-up; the authors report 1.58x for 64 px and 4 levels.
 
     OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/flexi_time.py --threads 2
+    python benchmarks/flexi_time.py --device cuda --batch 64 --out-dir benchmarks/results/ssd_time_cuda
 
 Writes benchmarks/results/ssd_time/time.json and time.md.
 """
@@ -44,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", default="100,1000", help="sampling steps N of the runs to cost")
     p.add_argument("--base-channels", type=int, default=128)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (timings synchronise the device)")
     p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results/ssd_time"))
     return p.parse_args()
 
@@ -62,20 +64,22 @@ def main() -> None:
     torch.manual_seed(0)
     unet = UNet(in_channels=3, out_channels=3, base_channels=args.base_channels, channel_mult=(1, 2, 3, 4),
                 num_res_blocks=2, attention_levels=(2, 3), num_heads=4, dropout=0.0, scale_shift=True)  # fmt: skip
-    flexi = FlexiUNet(unet, full_size=(RESOLUTION, RESOLUTION), levels=LEVELS).eval()
-    upsampled = UpsampledNet(unet, full_size=(RESOLUTION, RESOLUTION), levels=LEVELS).eval()
+    device = torch.device(args.device)
+    flexi = FlexiUNet(unet, full_size=(RESOLUTION, RESOLUTION), levels=LEVELS).to(device).eval()
+    upsampled = UpsampledNet(unet, full_size=(RESOLUTION, RESOLUTION), levels=LEVELS).to(device).eval()
     process = ScaleSpaceProcess((3, RESOLUTION, RESOLUTION), levels=LEVELS, num_steps=T)
     paths = sorted({pair for pair, _ in grid_calls(process, T).items()}, reverse=True)
-    t = torch.full((args.batch,), 0.5)
-    calls = {"plain 64->64": lambda: unet(torch.randn(args.batch, 3, 64, 64), t)}
+    t = torch.full((args.batch,), 0.5, device=device)
+    full = torch.randn(args.batch, 3, RESOLUTION, RESOLUTION, device=device)
+    calls = {"plain 64->64": lambda: unet(full, t)}
     for s_in, s_out in paths:
-        x = torch.randn(args.batch, 3, s_in, s_in)
+        x = torch.randn(args.batch, 3, s_in, s_in, device=device)
         calls[f"flexi {s_in}->{s_out}"] = lambda x=x, s=s_out: flexi(x, t, out_size=(s, s))
         if s_in != RESOLUTION:
             calls[f"upsampled {s_in}->{s_out}"] = lambda x=x, s=s_out: upsampled(x, t, out_size=(s, s))
     start = time.perf_counter()
     with torch.inference_mode():
-        seconds = interleaved_times(list(calls.values()), args.repeats, warmup=1)
+        seconds = interleaved_times(list(calls.values()), args.repeats, warmup=1, device=device)
     per_call = {name: statistics.median(s) / args.batch for name, s in zip(calls, seconds, strict=True)}
     runs = {}
     for n in (int(v) for v in args.steps.split(",")):
