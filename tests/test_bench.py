@@ -386,3 +386,24 @@ def test_dimdiff_cli_bench_once_wired(tmp_path: Path) -> None:
             "--out", str(tmp_path)]  # fmt: skip
     assert dimdiff.cli.main([*argv, *TINY_OVERRIDES]) == 0
     assert (tmp_path / "sampling.json").is_file()
+
+
+def test_quality_seeds_scores_each_seed_once_and_summarises(tmp_path: Path) -> None:
+    """benchmarks/quality_seeds.py (the README's multi-seed quality protocol): trains and scores a seed, appends
+    one row per score, skips what is done on a rerun, and its summary names samples and training steps."""
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "benchmarks" / "quality_seeds.py"
+    spec = importlib.util.spec_from_file_location("quality_seeds", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = ["--method", "ssd-ddpm", "--seeds", "0", "--evals", "ddpm:2", "--n", "16", "--train-steps", "2",
+            "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), "model.base_channels=4",
+            "model.attention_resolutions=[]"]  # fmt: skip
+    assert module.main(args) == 0
+    rows = (tmp_path / "out" / "ssd-ddpm.jsonl").read_text().splitlines()
+    assert len(rows) == 1 and json.loads(rows[0])["step"] == 2
+    assert module.main(args) == 0  # done: nothing trained or scored again
+    assert len((tmp_path / "out" / "ssd-ddpm.jsonl").read_text().splitlines()) == 1
+    table = module.summary(["ssd-ddpm"], tmp_path / "out")
+    assert "| ssd-ddpm | ddpm | 2 | 16 | 2 |" in table
