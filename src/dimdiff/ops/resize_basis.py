@@ -109,27 +109,26 @@ class SeparableBasis:
         return self.gains
 
     def seen(self, x: Tensor) -> Tensor:
-        v_h, v_w = _like(self.v_h, x), _like(self.v_w, x)
-        return torch.einsum("Hi,bcHW,Wj->bcij", v_h, x, v_w).contiguous()  # (B, C, h, w)
+        return _sandwich(self.v_h, x, self.v_w, transpose=True)  # (B, C, h, w)
 
     def from_seen(self, c: Tensor) -> Tensor:
-        v_h, v_w = _like(self.v_h, c), _like(self.v_w, c)
-        return torch.einsum("Hi,bcij,Wj->bcHW", v_h, c, v_w).contiguous()  # (B, C, H, W)
+        return _sandwich(self.v_h, c, self.v_w, transpose=False)  # (B, C, H, W)
 
     def observed(self, y: Tensor) -> Tensor:
-        u_h, u_w = _like(self.u_h, y), _like(self.u_w, y)
-        return torch.einsum("ai,zcab,bj->zcij", u_h, y, u_w).contiguous()  # (B, C, h, w)
+        return _sandwich(self.u_h, y, self.u_w, transpose=True)  # (B, C, h, w)
 
     def from_observed(self, c: Tensor) -> Tensor:
-        u_h, u_w = _like(self.u_h, c), _like(self.u_w, c)
-        return torch.einsum("ai,zcij,bj->zcab", u_h, c, u_w).contiguous()  # (B, C, h, w)
+        return _sandwich(self.u_h, c, self.u_w, transpose=False)  # (B, C, h, w)
 
     def unseen(self, x: Tensor) -> Tensor:
         return x - self.from_seen(self.seen(x))
 
 
-def _like(matrix: Tensor, x: Tensor) -> Tensor:
-    return _converted(matrix, x.dtype, x.device)
+def _sandwich(left: Tensor, x: Tensor, right: Tensor, *, transpose: bool) -> Tensor:
+    """left^T x right (transpose) or left x right^T, on the last two axes of x (B, C, ., .), contiguous."""
+    left, right = _converted(left, x.dtype, x.device), _converted(right, x.dtype, x.device)
+    pattern = "ai,zcab,bj->zcij" if transpose else "ia,zcab,jb->zcij"
+    return torch.einsum(pattern, left, x, right).contiguous()
 
 
 @functools.lru_cache(maxsize=256)

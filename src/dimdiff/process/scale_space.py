@@ -210,7 +210,7 @@ class ScaleSpaceProcess:
         std = self._coefficients(t, s, x_s, basis.gain)["var_st"].sqrt()  # per direction: r^2 g^2 in var_st
         r = self._coefficients(t, s, x_s)["r"]
         seen_noise = basis.from_observed(linear_combination([(basis.seen(noise), std)]))  # (B, C, h, w)
-        return linear_combination([(down(x_s, self.resize, j), r), (seen_noise, _one(r))])
+        return linear_combination([(down(x_s, self.resize, j), r)]) + seen_noise
 
     # ----------------------------------------------------------------- parameterization
     def _target_level_of(self, t: TimeLike, kind: Parameterization) -> int:
@@ -302,10 +302,6 @@ class ScaleSpaceProcess:
         seen = ddim_combine(basis.observed(x_t), basis.seen(x0_s), c, eta=eta, noise=basis.seen(noise))
         unseen = basis.unseen(linear_combination([(x0_s, c["alpha_s"]), (noise, c["sigma_s"])]))
         return basis.from_seen(seen) + unseen  # (B, C, H, W)
-
-
-def _one(like: Tensor) -> Tensor:
-    return torch.ones((), dtype=like.dtype, device=like.device)
 
 
 @dataclass(frozen=True)
