@@ -68,8 +68,8 @@ def test_a_registered_codec_kind_is_named_in_errors_and_checks_its_own_options(s
     with pytest.raises(ConfigError, match="unknown key 'codec.factor' for codec.kind = pixel; valid keys in "
                                           r"\[codec\]: kind$"):  # fmt: skip
         config_from_dict({"codec": {"kind": "pixel", "factor": 2}})
-    with pytest.raises(ConfigError, match="codec.kind: expected one of pixel, standardise, got 'vq'"):
-        config_from_dict({"codec": {"kind": "vq"}})
+    with pytest.raises(ConfigError, match="codec.kind: expected one of pixel, vq, pq, opq, rq, standardise, got 'wav"):
+        config_from_dict({"codec": {"kind": "wavelet"}})
 
 
 def test_a_checkpoint_without_codec_state_loads_for_the_pixel_codec_and_none_is_written(tmp_path):

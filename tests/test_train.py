@@ -283,7 +283,7 @@ def test_a_scaled_step_whose_gradients_overflow_is_skipped_not_fatal(tmp_path):
     from dimdiff.train.distributed import DistInfo
     from dimdiff.train.loop import _build, _train_step
 
-    run, _ = _build(tiny(tmp_path, steps=5), torch.device("cpu"), DistInfo(), None)
+    run, _ = _build(tiny(tmp_path, steps=5), torch.device("cpu"), DistInfo(), None, None)
     run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
     denoiser = build_denoiser(run.config, run.net, run.process)
     batches = iter(run.stream)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from dimdiff.checkpoint_files import CheckpointError
 from dimdiff.codecs import Codec, PixelCodec
 from dimdiff.config import (
     CodecConfig,
@@ -55,10 +56,16 @@ def data_shape(config: Config, channels: int) -> tuple[int, int, int]:
     return (channels, config.data.resolution, config.data.resolution)
 
 
-def build_codec(config: CodecConfig, state: dict[str, Tensor] | None = None) -> Codec:
-    """The configured codec, with a saved state (a checkpoint's codec.safetensors) restored if given."""
+def build_codec(config: CodecConfig, state: dict[str, Tensor] | None = None, source: str = "codec state") -> Codec:
+    """The configured codec, with a saved state (a checkpoint's codec.safetensors, named ``source`` in errors)
+    restored if given; a state that does not fit the configured codec is a CheckpointError."""
     codec = config.options.build()
-    return codec.load_state(state) if state is not None else codec
+    if state is None:
+        return codec
+    try:
+        return codec.load_state(state)
+    except ValueError as e:
+        raise CheckpointError(f"{source}: {e}") from e
 
 
 def build_process(config: ProcessConfig, shape: tuple[int, int, int]) -> DiffusionProcess:
@@ -89,11 +96,12 @@ def needs_data(config: Config) -> bool:
     return build_codec(config.codec).needs_fit or config.process.options.needs_fit
 
 
-def fit_to_data(config: Config, images: Sequence[Tensor]) -> tuple[Config, Codec]:
-    """The codec fitted to ``images`` where it learns, and ``config`` with what the process options
-    estimate from their latents (subspace: process.complement_std)."""
+def fit_to_data(config: Config, images: Sequence[Tensor],
+                progress: Callable[[str], None] | None = None) -> tuple[Config, Codec]:  # fmt: skip
+    """The codec fitted to ``images`` where it learns (telling ``progress`` how it goes), and ``config`` with
+    what the process options estimate from their latents (subspace: process.complement_std)."""
     codec = build_codec(config.codec)
-    codec = codec.fit(images) if codec.needs_fit else codec
+    codec = codec.fit(images, progress=progress) if codec.needs_fit else codec
     return fit_process(config, images, codec), codec
 
 

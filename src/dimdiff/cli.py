@@ -6,6 +6,7 @@
     dimdiff eval --samples DIR|FILE.npz --reference digits|FOLDER|FILE.npz
     dimdiff bench sampling|training|quality [--config FILE] [section.key=value ...]
     dimdiff info DIR [--verify [--sizes-only]]
+    dimdiff codec fit|eval|encode|decode|show ...   (quantized patch codecs; see dimdiff.codec_tool)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from dimdiff.bench.cli import add_bench_parser, run_bench
 from dimdiff.checkpoint import CheckpointError
+from dimdiff.codec_tool import add_codec_parser, run_codec
 from dimdiff.config import ConfigError, SampleConfig, SamplerKind
 from dimdiff.data import DataError, Split
 from dimdiff.devices import parse_device
@@ -78,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
 
     add_bench_parser(sub)
+    add_codec_parser(sub)
 
     p = sub.add_parser("info", help="print a checkpoint's config, step and parameter count, or --verify its files")
     p.add_argument("checkpoint", help="checkpoint folder or run folder")
@@ -273,11 +276,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # overrides may come after options (`--config X a.b=1 --dry-run c.d=2`)
-    if args.command in ("train", "bench") and all("=" in e and not e.startswith("-") for e in extra):
+    takes_overrides = args.command in ("train", "bench", "codec") and hasattr(args, "overrides")
+    if takes_overrides and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    commands = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "bench": _cmd_bench, "info": _cmd_info}
+    commands = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "bench": _cmd_bench, "info": _cmd_info,
+                "codec": run_codec}  # fmt: skip
     from dimdiff.train.loop import TrainingError
 
     try:

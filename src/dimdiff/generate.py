@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from dimdiff.build import build_codec, build_denoiser, build_head, build_net, build_process, sample_images
 from dimdiff.checkpoint import CheckpointInfo, load_codec_state, load_state_dict_strict, read_checkpoint_info
+from dimdiff.checkpoint_files import CODEC_FILE
 from dimdiff.codecs import Codec
 from dimdiff.config import SampleConfig, replace_section
 from dimdiff.devices import parse_device
@@ -46,7 +47,7 @@ def load_model(
     info = read_checkpoint_info(checkpoint)
     if use_ema is None:
         use_ema = info.config.sample.use_ema
-    codec = build_codec(info.config.codec, load_codec_state(info.path))
+    codec = build_codec(info.config.codec, load_codec_state(info.path), str(info.path / CODEC_FILE))
     process = build_process(info.config.process, codec.latent_shape(info.data_shape))
     net = build_net(info.config.model, process, build_head(info.config))
     load_state_dict_strict(net, info.path / ("ema.safetensors" if use_ema else "model.safetensors"))

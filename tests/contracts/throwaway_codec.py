@@ -6,7 +6,7 @@ codec seam test (train -> checkpoint -> sample -> resume) and in the codec contr
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -42,7 +42,7 @@ class Standardise:
         x = z * self.std.reshape(1, -1, 1, 1) + self.mean.reshape(1, -1, 1, 1)
         return torch.nn.functional.interpolate(x, scale_factor=float(self.factor), mode="nearest").clamp(-1, 1)
 
-    def fit(self, images: Sequence[Tensor] | Tensor) -> Standardise:
+    def fit(self, images: Sequence[Tensor] | Tensor, progress: Callable[[str], None] | None = None) -> Standardise:
         x = torch.stack(list(images)) if not isinstance(images, Tensor) else images
         self.fits.append(len(x))
         return Standardise(self.factor, x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)), self.fits)

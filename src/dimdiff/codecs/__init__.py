@@ -12,17 +12,27 @@ from typing import Any
 
 from dimdiff.codecs.base import Codec, CodecOptions
 from dimdiff.codecs.pixel import PixelCodec, PixelOptions
+from dimdiff.codecs.quantized import OPQOptions, PQOptions, QuantizedCodec, RQOptions, VQOptions
 from dimdiff.errors import find_kind
 
-__all__ = ["CODECS", "Codec", "CodecKind", "CodecOptions", "PixelCodec", "PixelOptions", "codec_kind"]
+__all__ = ["CODECS", "Codec", "CodecKind", "CodecOptions", "OPQOptions", "PQOptions", "PixelCodec", "PixelOptions",
+           "QuantizedCodec", "RQOptions", "VQOptions", "codec_kind"]  # fmt: skip
 
 
 class CodecKind(str, enum.Enum):
     PIXEL = "pixel"  # identity: the process runs on the images
+    VQ = "vq"  # one k-means codebook per patch
+    PQ = "pq"  # product quantization: a codebook per part of the patch vector
+    OPQ = "opq"  # PQ after a learned rotation
+    RQ = "rq"  # residual quantization: stages that quantize what the previous ones left
 
 
 CODECS: dict[Any, type] = {
     CodecKind.PIXEL: PixelOptions,
+    CodecKind.VQ: VQOptions,
+    CodecKind.PQ: PQOptions,
+    CodecKind.OPQ: OPQOptions,
+    CodecKind.RQ: RQOptions,
 }
 
 

@@ -12,7 +12,7 @@ back by ``load_state``. The identity pixel codec (`pixel.PixelCodec`) is the def
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from torch import Tensor
@@ -38,8 +38,9 @@ class Codec(Protocol):
         """Images (B, C, H, W) in [-1, 1] of latents z (B, C', H', W')."""
         ...
 
-    def fit(self, images: Sequence[Tensor] | Tensor) -> Codec:
-        """A codec fitted to training images ((N, C, H, W) or a sequence of (C, H, W))."""
+    def fit(self, images: Sequence[Tensor] | Tensor, progress: Callable[[str], None] | None = None) -> Codec:
+        """A codec fitted to training images ((N, C, H, W) or a sequence of (C, H, W)); ``progress`` is told
+        what the fit is doing, in lines for a person (the codec itself prints nothing)."""
         ...
 
     def state(self) -> dict[str, Tensor]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -25,7 +25,7 @@ class PixelCodec:
     def decode(self, z: Tensor) -> Tensor:
         return z
 
-    def fit(self, images: Sequence[Tensor] | Tensor) -> PixelCodec:
+    def fit(self, images: Sequence[Tensor] | Tensor, progress: Callable[[str], None] | None = None) -> PixelCodec:
         return self
 
     def state(self) -> dict[str, Tensor]:

@@ -158,7 +158,7 @@ class _Run:
     step: int = 0
 
 
-def _fit_to_data(config: Config, dataset: Any, start: Path | None) -> tuple[Config, Codec]:
+def _fit_to_data(config: Config, dataset: Any, start: Path | None, echo: Any) -> tuple[Config, Codec]:
     """What the codec and the process options learn from the training data (a codec's state; subspace's
     process.complement_std, estimated on the codec's latents): from the checkpoint being resumed,
     else from the training images."""
@@ -168,8 +168,8 @@ def _fit_to_data(config: Config, dataset: Any, start: Path | None) -> tuple[Conf
             config = dataclasses.replace(config, process=dataclasses.replace(config.process,
                                                                              options=saved.process.options))
         ckpt.check_compatible(saved, config, start)  # another kind of run: say so before building anything
-        return config, build_codec(config.codec, ckpt.load_codec_state(start))
-    return fit_to_data(config, dataset)
+        return config, build_codec(config.codec, ckpt.load_codec_state(start), str(start / ckpt.CODEC_FILE))
+    return fit_to_data(config, dataset, progress=echo)
 
 
 def _report_fit(before: Any, after: Any, echo: Any) -> None:
@@ -181,14 +181,15 @@ def _report_fit(before: Any, after: Any, echo: Any) -> None:
             echo(f"process.{f.name} estimated from the data: {shown}")
 
 
-def _build(config: Config, device: torch.device, dist_info: DistInfo, start: Path | None) -> tuple[_Run, Any]:
+def _build(config: Config, device: torch.device, dist_info: DistInfo, start: Path | None,
+           echo: Any) -> tuple[_Run, Any]:  # fmt: skip
     tc, data = config.train, config.data
     if tc.batch_size % (dist_info.world_size * tc.grad_accum):
         raise TrainingError(f"train.batch_size = {tc.batch_size} must be a multiple of processes x grad_accum "
                             f"= {dist_info.world_size} x {tc.grad_accum}")  # fmt: skip
     dataset = training_data(config)
     shape = data_shape(config, dataset.channels)
-    config, codec = _fit_to_data(config, dataset, start)
+    config, codec = _fit_to_data(config, dataset, start, echo)
     process = build_process(config.process, codec.latent_shape(shape))
     torch.manual_seed(tc.seed)  # initial weights
     net = build_net(config.model, process, build_head(config)).to(device)
@@ -289,7 +290,7 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
            progress: bool, echo: Any) -> TrainResult:  # fmt: skip
     tc, main, out_dir = config.train, dist_info.is_main, Path(config.train.out_dir)
     start = resume_path(resume, out_dir, main=main, echo=echo)
-    run, dataset = _build(config, device, dist_info, start)
+    run, dataset = _build(config, device, dist_info, start, echo if main else None)
     if main and start is None:
         _report_fit(config.process.options, run.config.process.options, echo)
     config = run.config  # with what was estimated from the data
