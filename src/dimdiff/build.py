@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from dimdiff.checkpoint_files import CheckpointError
-from dimdiff.codecs import Codec, PixelCodec
+from dimdiff.codecs import Codec, PixelCodec, QuantizedCodec
 from dimdiff.config import (
     CodecConfig,
     Config,
@@ -26,7 +26,7 @@ from dimdiff.config import (
     SamplerKind,
 )
 from dimdiff.data import DatasetName
-from dimdiff.heads import Head, RegressionHead
+from dimdiff.heads import CategoricalHead, Head, HeadKind, RegressionHead
 from dimdiff.nets.denoiser import Denoiser
 from dimdiff.nets.flexi_unet import FlexiUNet
 from dimdiff.nets.staged import StagedNet
@@ -39,7 +39,7 @@ from dimdiff.samplers.corrector import ComplementLangevin, CorrectedProcess
 from dimdiff.samplers.ddim import Callback
 
 __all__ = [
-    "SAMPLERS", "build_codec", "build_process", "build_head", "build_net", "build_denoiser", "run_sampler",
+    "HEADS", "SAMPLERS", "build_codec", "build_process", "build_head", "build_net", "build_denoiser", "run_sampler",
     "sample_images", "check_net_shapes", "data_channels", "data_shape", "fit_process", "fit_to_data", "needs_data",
 ]  # fmt: skip
 
@@ -133,10 +133,30 @@ def _unet(config: ModelConfig, in_channels: int, out_channels: int, resolution: 
     )
 
 
-def build_head(config: Config) -> Head:
-    """The denoiser's head: today the regression head of process.parameterization and the train loss settings."""
+def _regression_head(config: Config, codec: Codec) -> Head:
     tc = config.train
     return RegressionHead(config.process.parameterization, tc.loss_weighting, tc.min_snr_gamma, tc.complexity_lambda)
+
+
+def _categorical_head(config: Config, codec: Codec) -> Head:
+    tc = config.train
+    if not isinstance(codec, QuantizedCodec):
+        raise ConfigError(f"model.head = categorical: expected a quantized codec, got {type(codec).__name__}")
+    head = CategoricalHead(codec, tc.label_smoothing, tc.image_loss_weight, tc.gumbel_temperature)
+    return head.with_sampling(config.sample)
+
+
+# model.head -> the head's builder, given the config and the codec (fitted where the head decodes with it)
+HEADS: dict[HeadKind, Callable[[Config, Codec], Head]] = {
+    HeadKind.REGRESSION: _regression_head,
+    HeadKind.CATEGORICAL: _categorical_head,
+}
+
+
+def build_head(config: Config, codec: Codec | None = None) -> Head:
+    """The denoiser's head (model.head), built with ``codec`` (default: the configured codec, not fitted: enough
+    for the network's output shape, not for a categorical head's image-space loss)."""
+    return HEADS[config.model.head](config, codec if codec is not None else build_codec(config.codec))
 
 
 def build_net(config: ModelConfig, process: DiffusionProcess, head: Head) -> nn.Module:
@@ -196,9 +216,9 @@ def check_net_shapes(config: ModelConfig, process: DiffusionProcess, *, finest_o
         )
 
 
-def build_denoiser(config: Config, net: nn.Module, process: DiffusionProcess, *,
+def build_denoiser(config: Config, net: nn.Module, process: DiffusionProcess, *, codec: Codec | None = None,
                    autocast: torch.dtype | None = None) -> Denoiser:  # fmt: skip
-    return Denoiser(net, process, build_head(config), clip_x0=config.sample.clip_x0,
+    return Denoiser(net, process, build_head(config, codec), clip_x0=config.sample.clip_x0,
                     channels_last=config.train.channels_last, pixel_units=config.model.pixel_units,
                     autocast=autocast)  # fmt: skip
 
@@ -268,8 +288,11 @@ def sample_images(
     device: torch.device | str = "cpu",
     callback: Callback | None = None,
 ) -> Tensor:
-    """n images (n, C, H, W) in [-1, 1]: `run_sampler` on the codec's latents, then ``codec.decode``."""
+    """n images (n, C, H, W) in [-1, 1]: `run_sampler` on the codec's latents, then ``codec.decode``. A
+    `Denoiser` samples with its head's own choices under ``config`` (`Head.with_sampling`)."""
     process = denoiser.process
+    if isinstance(denoiser, Denoiser):
+        denoiser = denoiser.with_head(denoiser.head.with_sampling(config, generator))
     return codec.decode(run_sampler(config, denoiser, process, n, generator=generator, device=device,
                                     callback=callback))  # fmt: skip
 

@@ -99,6 +99,11 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corrector-steps", type=int, default=None,
                    help="dvdp/subspace: Langevin steps on the refilled detail after each upward crossing")
     p.add_argument("--corrector-snr", type=float, default=None, help="target SNR of the Langevin step size")
+    p.add_argument("--code-choice", choices=["argmax", "draw", "mean"], default=None,
+                   help="categorical head: each position's word by argmax, a draw, or the expected latent")
+    p.add_argument("--code-temperature", type=float, default=None, help="categorical head: softmax temperature")
+    p.add_argument("--code-smoothing", type=float, default=None,
+                   help="categorical head: mix of the predicted distribution with the uniform one, in [0, 1]")
     p.add_argument("--seed", type=int, default=0, help="integer >= 0; batch i draws from a stream of (seed, i)")
     p.add_argument("--batch-size", type=int, default=64, help="images per sampling batch (>= 1)")
 
@@ -110,6 +115,7 @@ def _sample_config(args: argparse.Namespace, base: SampleConfig) -> SampleConfig
     return sample_config_with(
         base,
         steps=args.steps, eta=args.eta, corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr,
+        code_choice=args.code_choice, code_temperature=args.code_temperature, code_smoothing=args.code_smoothing,
         sampler=SamplerKind(args.sampler) if args.sampler else None,
         spacing=Spacing(args.spacing) if args.spacing else None,
     )  # fmt: skip
@@ -140,8 +146,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(dumps(config))
         levels = len(process.net_shapes())
         nets = f"{levels} UNets (one per stage)" if config.model.per_stage_nets else type(net).__name__
+        state = "x".join(map(str, process.data_shape))
+        latent = "" if config.codec.kind.value == "pixel" else f", diffusing {config.codec.kind.value} codes of {state}"
         print(f"model: {nets} with {sum(p.numel() for p in net.parameters()):,} parameters "
-              f"at {channels}x{config.data.resolution}x{config.data.resolution}")  # fmt: skip
+              f"at {channels}x{config.data.resolution}x{config.data.resolution}{latent}")  # fmt: skip
         return 0
     from dimdiff.train.loop import train
 

@@ -24,7 +24,7 @@ from dimdiff.codecs import CODECS, CodecKind, CodecOptions, codec_kind
 from dimdiff.config_values import coerce, plain
 from dimdiff.data import DIGITS_RESOLUTIONS, DatasetName
 from dimdiff.errors import ConfigError, check_option
-from dimdiff.heads.regression import LossWeighting
+from dimdiff.heads import CodeChoice, HeadKind, LossWeighting
 from dimdiff.process.kinds import PROCESSES, ProcessKind, ProcessOptions, process_kind
 from dimdiff.process.parameterization import Parameterization
 from dimdiff.process.schedules import ScheduleName
@@ -86,6 +86,9 @@ class ModelConfig:
     # for a process whose state changes resolution: auto, flexi (one Flexi-UNet entered at each level) or
     # upsampled (a plain full-resolution U-Net on every state, upsampled; ssd's comparison without Flexi-UNet)
     layout: NetLayout = NetLayout.AUTO
+    # what the network outputs: regression (eps, x0 or v, process.parameterization) or categorical (logits over
+    # each codebook's words at every position of a quantized codec's code grid)
+    head: HeadKind = HeadKind.REGRESSION
 
     def __post_init__(self) -> None:
         check_option(not (self.stage_embedding and self.per_stage_nets), "model.stage_embedding",
@@ -169,6 +172,9 @@ class TrainConfig:
     loss_weighting: LossWeighting = LossWeighting.MSE  # per-example loss weight
     min_snr_gamma: float = 5.0  # gamma of min-SNR weighting
     complexity_lambda: float = 0.0  # weight of the complexity-weighted L1 term (0 = off)
+    label_smoothing: float = 0.0  # categorical head: label smoothing of the cross-entropy
+    image_loss_weight: float = 0.0  # categorical head: weight of the image-space term (Gumbel-softmax decode)
+    gumbel_temperature: float = 1.0  # categorical head: tau_G of the Gumbel-softmax relaxation
     precision: Precision = Precision.FP32  # autocast precision
     compile: bool = False  # torch.compile the network (slow start per resolution)
     channels_last: bool = False  # channels-last memory format
@@ -198,6 +204,9 @@ class TrainConfig:
                      self.divergence_patience)  # fmt: skip
         check_option(self.min_snr_gamma > 0, "train.min_snr_gamma", "a value > 0", self.min_snr_gamma)
         check_option(self.complexity_lambda >= 0, "train.complexity_lambda", "a value >= 0", self.complexity_lambda)
+        check_option(0 <= self.label_smoothing < 1, "train.label_smoothing", "a value in [0, 1)", self.label_smoothing)
+        check_option(self.image_loss_weight >= 0, "train.image_loss_weight", "a value >= 0", self.image_loss_weight)
+        check_option(self.gumbel_temperature > 0, "train.gumbel_temperature", "a value > 0", self.gumbel_temperature)
         check_option(self.batch_size % self.grad_accum == 0, "train.batch_size",
                f"a multiple of train.grad_accum = {self.grad_accum}", self.batch_size)  # fmt: skip
 
@@ -215,6 +224,9 @@ class SampleConfig:
     use_ema: bool = True  # sample with the EMA weights
     corrector_steps: int = 0  # dvdp/subspace: Langevin steps on the refilled complement after each upward crossing
     corrector_snr: float = 0.1  # target signal-to-noise ratio r that sets the Langevin step size
+    code_choice: CodeChoice = CodeChoice.ARGMAX  # categorical head: argmax, draw or mean of each position's words
+    code_temperature: float = 1.0  # categorical head: softmax temperature when sampling
+    code_smoothing: float = 0.0  # categorical head: mix of the predicted distribution with the uniform one
 
     def __post_init__(self) -> None:
         check_option(self.steps >= 1, "sample.steps", "an integer >= 1", self.steps)
@@ -224,6 +236,8 @@ class SampleConfig:
         check_option(self.base_step > 0, "sample.base_step", "a value > 0", self.base_step)
         check_option(self.corrector_steps >= 0, "sample.corrector_steps", "an integer >= 0", self.corrector_steps)
         check_option(self.corrector_snr > 0, "sample.corrector_snr", "a value > 0", self.corrector_snr)
+        check_option(self.code_temperature > 0, "sample.code_temperature", "a value > 0", self.code_temperature)
+        check_option(0 <= self.code_smoothing <= 1, "sample.code_smoothing", "a value in [0, 1]", self.code_smoothing)
 
 
 @dataclass(frozen=True)
@@ -249,6 +263,11 @@ class Config:
                      "serves every level in the other layouts)", m.layout.value)  # fmt: skip
         check_option(staged or self.sample.corrector_steps == 0, "sample.corrector_steps",
                f"0 {one_level}", self.sample.corrector_steps)  # fmt: skip
+        if m.head is HeadKind.CATEGORICAL:  # logits over codewords at the full code grid
+            check_option(self.codec.kind is not CodecKind.PIXEL, "codec.kind", "a quantized codec (vq, pq, opq, "
+                         "rq) for model.head = categorical (its logits are over codewords)", self.codec.kind.value)
+            check_option(self.process.kind is ProcessKind.GAUSSIAN, "process.kind", "gaussian for model.head = "
+                         "categorical (its x0 estimate is the whole code grid at every t)", self.process.kind.value)
 
 
 SECTIONS: dict[str, type] = {

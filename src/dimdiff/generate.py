@@ -49,10 +49,10 @@ def load_model(
         use_ema = info.config.sample.use_ema
     codec = build_codec(info.config.codec, load_codec_state(info.path), str(info.path / CODEC_FILE))
     process = build_process(info.config.process, codec.latent_shape(info.data_shape))
-    net = build_net(info.config.model, process, build_head(info.config))
+    net = build_net(info.config.model, process, build_head(info.config, codec))
     load_state_dict_strict(net, info.path / ("ema.safetensors" if use_ema else "model.safetensors"))
     net = net.to(device).eval()
-    return LoadedModel(info, build_denoiser(info.config, net, process), codec, device)
+    return LoadedModel(info, build_denoiser(info.config, net, process, codec=codec), codec, device)
 
 
 @torch.no_grad()

@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dimdiff.build import build_codec, data_channels, fit_to_data, needs_data  # data_channels: re-exported
-from dimdiff.codecs import CODECS, Codec, CodecKind
+from dimdiff.codecs import CODECS, Codec, CodecKind, OPQOptions, PQOptions, RQOptions, VQOptions
 from dimdiff.config import (
+    CodecConfig,
     Config,
     ConfigError,
     LossWeighting,
@@ -27,6 +28,7 @@ from dimdiff.config import (
     config_to_dict,
 )
 from dimdiff.data.configured import training_data
+from dimdiff.heads import HeadKind
 from dimdiff.process.dvdp_options import DVDPOptions, SubspaceOptions
 from dimdiff.process.gaussian import GaussianOptions
 from dimdiff.process.kinds import PROCESSES
@@ -46,6 +48,7 @@ class MethodFamily(str, enum.Enum):
     DVDP = "dvdp"  # pixels x DVDP: shared U-Net, and one U-Net per stage
     SUBSPACE = "subspace"  # pixels x subspace diffusion
     SSD = "ssd"  # pixels x scale-space diffusion, on a Flexi-UNet
+    LATENT = "latent"  # quantized codes x Gaussian process (continuous), and the categorical head on PQ codes
 
 
 @dataclass(frozen=True)
@@ -140,12 +143,43 @@ def _ssd_methods(base: Config) -> list[BenchMethod]:
     return methods
 
 
+# The quantized codecs of the latent family: 4 codebooks of 256 sorted words (VQ: one), fitted quickly
+LATENT_CODECS = {CodecKind.VQ: VQOptions, CodecKind.PQ: PQOptions, CodecKind.OPQ: OPQOptions, CodecKind.RQ: RQOptions}
+
+
+def _latent_methods(base: Config) -> list[BenchMethod]:
+    """The Gaussian process on the code grid of each quantized codec (4 x 4 patches, 2 x 2 below 16 px), and the
+    categorical head on PQ codes; only when named. The U-Net is the base one, its attention sizes scaled to
+    the grid (H / s_q)."""
+    s = 4 if base.data.resolution >= 16 else 2
+    attention = tuple(r // s for r in base.model.attention_resolutions if r >= s)
+    model = dataclasses.replace(base.model, attention_resolutions=attention, per_stage_nets=False,
+                                stage_embedding=False, layout=NetLayout.AUTO)  # fmt: skip
+    gaussian = dataclasses.replace(_on(base, ProcessKind.GAUSSIAN, GaussianOptions()), model=model)
+    methods = []
+    for kind, options in LATENT_CODECS.items():
+        codebooks = {} if kind is CodecKind.VQ else {"num_codebooks": 4}
+        codec = CodecConfig(kind, options(patch_size=s, codebook_size=256, iterations=10, fit_images=1024,
+                                          **codebooks))  # fmt: skip
+        config = dataclasses.replace(gaussian, codec=codec)
+        name = f"{kind.value.upper()} codes (s {s}, M {codebooks.get('num_codebooks', 1)}, K 256)"
+        methods += _ddim_and_ddpm(config, (f"latent-{kind.value}-ddim", f"latent-{kind.value}-ddpm"),
+                                  (f"DDIM on {name}", f"DDPM on {name}"), default=False)  # fmt: skip
+        if kind is CodecKind.PQ:
+            categorical = dataclasses.replace(config, model=dataclasses.replace(model, head=HeadKind.CATEGORICAL))
+            methods += _ddim_and_ddpm(categorical, ("latent-cat-ddim", "latent-cat-ddpm"),
+                                      (f"DDIM, categorical, on {name}", f"DDPM, categorical, on {name}"),
+                                      default=False)  # fmt: skip
+    return methods
+
+
 # One entry per method family; a new codec x process pair adds `MethodFamily.X: _x_methods` here.
 METHOD_BUILDERS: dict[MethodFamily, Callable[[Config], list[BenchMethod]]] = {
     MethodFamily.GAUSSIAN: _gaussian_methods,
     MethodFamily.DVDP: _dvdp_methods,
     MethodFamily.SUBSPACE: _subspace_methods,
     MethodFamily.SSD: _ssd_methods,
+    MethodFamily.LATENT: _latent_methods,
 }
 
 

@@ -108,6 +108,14 @@ class QuantizedCodec:
         v = quantizer.decode(codes.long().permute(0, 2, 3, 1).reshape(-1, m))  # (B gh gw, D)
         return from_patches(v.reshape(b, gh, gw, -1), self.channels, self.options.patch_size).clamp(-1.0, 1.0)
 
+    def images_from_weights(self, weights: Tensor) -> Tensor:
+        """Images (B, C, H, W) whose patches mix the codebooks' words with ``weights`` (B, M_q, K_q, H / s_q,
+        W / s_q) (one-hot: `images` of the codes; soft: differentiable, e.g. a Gumbel-softmax); unclamped."""
+        quantizer = self._fitted()
+        b, m, k, gh, gw = weights.shape
+        v = quantizer.decode_weights(weights.permute(0, 3, 4, 1, 2).reshape(-1, m, k))  # (B gh gw, D)
+        return from_patches(v.reshape(b, gh, gw, -1), self.channels, self.options.patch_size)
+
     def index_error_mse(self, x: Tensor) -> float:
         """Mean squared image error caused by an index error of one: every code of one codebook moved to its
         neighbour (y + 1, or y - 1 at K_q - 1), averaged over the M_q codebooks. Sorting should shrink it."""

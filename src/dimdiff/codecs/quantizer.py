@@ -29,7 +29,7 @@ from torch import Tensor
 
 __all__ = ["Quantizer", "Structure", "sort_codebook", "nearest_word"]
 
-_CHUNK_SCORES = 1 << 23  # distance entries (rows x M_q x K_q) computed at once: 32 MiB of float32
+_CHUNK_SCORES = 1 << 20  # distance entries (rows x M_q x K_q) computed at once: 4 MiB of float32 (cache-sized)
 
 
 class Structure(str, enum.Enum):
@@ -39,9 +39,10 @@ class Structure(str, enum.Enum):
 
 def nearest_word(u: Tensor, codebooks: Tensor) -> Tensor:
     """argmin_k ||u_m - C_m[k]||^2 for every row and sub-vector: u (n, M, d), codebooks (M, K, d) -> (n, M)."""
-    # ||u - c||^2 = ||u||^2 - 2 u.c + ||c||^2; ||u||^2 is the same for every k
-    scores = torch.einsum("nmd,mkd->nmk", u, codebooks)  # (n, M, K)
-    return (codebooks.pow(2).sum(-1) - 2 * scores).argmin(-1)  # (n, M)
+    # ||u - c||^2 = ||u||^2 - 2 u.c + ||c||^2; ||u||^2 is the same for every k; one fused batched matmul
+    norms = codebooks.pow(2).sum(-1)[:, None, :]  # (M, 1, K)
+    scores = torch.baddbmm(norms, u.transpose(0, 1), codebooks.transpose(1, 2), alpha=-2.0)  # (M, n, K)
+    return scores.argmin(-1).T  # (n, M)
 
 
 def _chunks(n: int, per_row: int) -> range:
@@ -84,11 +85,20 @@ class Quantizer:
     def decode(self, codes: Tensor) -> Tensor:
         """Vectors (n, D) of codes (n, M_q)."""
         books = self.codebooks.to(codes.device, torch.float32)
-        words = books[torch.arange(books.shape[0], device=codes.device), codes]  # (n, M_q, d)
+        return self._assemble(books[torch.arange(books.shape[0], device=codes.device), codes])  # words (n, M_q, d)
+
+    def decode_weights(self, weights: Tensor) -> Tensor:
+        """Vectors (n, D) whose part m is the mix sum_k weights[:, m, k] C_m[k] of codebook m's words: a one-hot
+        ``weights`` (n, M_q, K_q) gives `decode` of its codes; a soft one is differentiable in the weights."""
+        books = self.codebooks.to(weights.device, weights.dtype)
+        return self._assemble(torch.einsum("nmk,mkd->nmd", weights, books))
+
+    def _assemble(self, words: Tensor) -> Tensor:
+        """The vectors (n, D) of their words (n, M_q, d): summed (residual) or concatenated and un-rotated."""
         if self.structure is Structure.RESIDUAL:
             return words.sum(1)
         u = words.flatten(1)  # (n, D)
-        return u @ self.rotation.to(u.device, torch.float32) if self.rotation is not None else u  # R^T u
+        return u @ self.rotation.to(u.device, u.dtype) if self.rotation is not None else u  # R^T u
 
     def stage_errors(self, v: Tensor) -> Tensor:
         """Residual quantizers: mean squared error per vector entry after each of the M_q stages, (M_q,) float64."""
@@ -117,8 +127,8 @@ class Quantizer:
         codes = torch.zeros(n, 1, 0, dtype=torch.long, device=v.device)  # (n, B, stages so far)
         for stage in range(m):
             book = books[stage]  # (K, D)
-            # ||r - c||^2 - ||r||^2 = ||c||^2 - 2 r.c
-            step = book.pow(2).sum(-1) - 2 * torch.einsum("nbd,kd->nbk", residual, book)  # (n, B, K)
+            # ||r - c||^2 - ||r||^2 = ||c||^2 - 2 r.c, one fused matmul
+            step = torch.addmm(book.pow(2).sum(-1), residual.flatten(0, 1), book.T, alpha=-2.0).view(n, -1, k)
             total = (error[..., None] + step).flatten(1)  # (n, B K)
             error, best = total.topk(min(self.beam_size, total.shape[1]), dim=1, largest=False, sorted=True)
             parent, word = best // k, best % k  # (n, B')

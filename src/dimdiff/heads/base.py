@@ -7,7 +7,7 @@ only through the `DiffusionProcess` protocol, so every head works with every pro
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -32,4 +32,10 @@ class Head(Protocol):
     def loss(self, process: DiffusionProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor,
              output: Tensor) -> tuple[Tensor, LossParts]:  # fmt: skip
         """The scalar training loss of the output for x_t = forward_sample(x0, t, noise), and its parts."""
+        ...
+
+    def with_sampling(self, sample: Any, generator: torch.Generator | None = None) -> Head:
+        """The head to sample with under a sample config (``config.SampleConfig``) and a sampling run's
+        generator: itself, or itself with the config's choices of its own (the categorical head's code_choice,
+        drawn from ``generator``)."""
         ...

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +92,9 @@ class RegressionHead:
 
     def output_shape(self, target_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         return target_shape
+
+    def with_sampling(self, sample: Any, generator: torch.Generator | None = None) -> RegressionHead:
+        return self
 
     def x0_estimate(self, process: DiffusionProcess, x_t: Tensor, output: Tensor, t: Tensor, *,
                     generator: torch.Generator | None = None) -> Tensor:  # fmt: skip

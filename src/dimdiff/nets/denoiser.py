@@ -47,6 +47,13 @@ class Denoiser(nn.Module):
         self.pixel_units = pixel_units
         self.autocast = autocast
 
+    def with_head(self, head: Head) -> Denoiser:
+        """This denoiser (the same network, process and settings) with another head; itself if it is the same."""
+        if head is self.head:
+            return self
+        return Denoiser(self.net, self.process, head, clip_x0=self.clip_x0, channels_last=self.channels_last,
+                        pixel_units=self.pixel_units, autocast=self.autocast)  # fmt: skip
+
     def net_output(self, x_t: Tensor, t: Tensor) -> Tensor:
         """The network's output for x_t (B, C, h, w) at times t (B,), in float32 and the state's units."""
         t0 = float(t.reshape(-1)[0])  # a batch holds one resolution level: its first time stands for all

@@ -192,7 +192,7 @@ def _build(config: Config, device: torch.device, dist_info: DistInfo, start: Pat
     config, codec = _fit_to_data(config, dataset, start, echo)
     process = build_process(config.process, codec.latent_shape(shape))
     torch.manual_seed(tc.seed)  # initial weights
-    net = build_net(config.model, process, build_head(config)).to(device)
+    net = build_net(config.model, process, build_head(config, codec)).to(device)
     if tc.channels_last:
         net = net.to(memory_format=torch.channels_last)
     micro = tc.batch_size // (dist_info.world_size * tc.grad_accum)
@@ -301,7 +301,7 @@ def _train(config: Config, device: torch.device, dist_info: DistInfo, resume: st
     # a net whose batches run only part of it (one net per level, say) leaves the rest without gradient
     ddp = {"find_unused_parameters": getattr(run.net, "skips_parameters", False)}
     model: nn.Module = DistributedDataParallel(run.net, **ddp) if dist_info.enabled else run.net
-    denoiser = build_denoiser(config, torch.compile(model) if tc.compile else model, run.process,
+    denoiser = build_denoiser(config, torch.compile(model) if tc.compile else model, run.process, codec=run.codec,
                               autocast=_autocast_dtype(tc.precision, device))  # fmt: skip
     log = MetricsLog(out_dir / "metrics.jsonl", run.step if start is not None else None, echo) if main else None
     if main:
@@ -378,7 +378,7 @@ def _gather_states(stream: BatchStream, generator: torch.Generator, flip_generat
 def _sample_grid(run: _Run, net: nn.Module, path: Path) -> Path:
     """A grid of train.sample_n images decoded from samples of ``net`` (the EMA weights), seeded by train.seed."""
     config = run.config
-    denoiser = build_denoiser(config, net, run.process)
+    denoiser = build_denoiser(config, net, run.process, codec=run.codec)
     generator = torch.Generator(device=run.device).manual_seed(config.train.seed)
     images = sample_images(config.sample, denoiser, run.codec, config.train.sample_n, generator=generator,
                            device=run.device)  # fmt: skip
