@@ -240,3 +240,37 @@ def test_fitting_reports_progress_and_is_reproducible_from_the_seed():
     assert not torch.equal(a.quantizer.codebooks, c.quantizer.codebooks)
     assert lines[0].startswith("fitting the pq codec (s_q = 4, M_q = 4, K_q = 16) on 512 patches of 32 images")
     assert lines[-1].startswith("fitted the pq codec in")
+
+
+def test_an_untrained_refiner_is_the_identity_and_a_fitted_one_removes_error_on_unseen_images():
+    from dimdiff.codecs.refiner import Refiner
+
+    x = smooth_images(4, seed=8)
+    assert torch.equal(Refiner(3, 8, 3)(x), x)
+    options = dict(patch_size=4, num_codebooks=2, codebook_size=16, iterations=5)
+    lines: list[str] = []
+    refined = PQOptions(**options, refiner_steps=150, refiner_width=16, refiner_depth=3).build().fit(
+        smooth_images(64), progress=lines.append)  # fmt: skip
+    raw = PQOptions(**options).build().fit(smooth_images(64))
+    assert torch.equal(refined.quantizer.codebooks, raw.quantizer.codebooks)  # the refiner changes no codebook
+    held_out = smooth_images(16, seed=11)
+    z = refined.encode(held_out)
+    error_raw = (refined.images(refined.codes(held_out), refine=False) - held_out).pow(2).mean()
+    error_refined = (refined.decode(z) - held_out).pow(2).mean()
+    assert error_refined < 0.9 * error_raw, (error_refined, error_raw)
+    assert any(line.startswith("refiner step 150/150: mse") for line in lines)
+
+
+def test_the_refiner_is_saved_in_the_state_and_a_mismatch_is_refused():
+    options = dict(patch_size=2, num_codebooks=3, codebook_size=8, iterations=5)
+    codec = fit(PQOptions(**options, refiner_steps=5, refiner_width=8, refiner_depth=2))
+    state = codec.state()
+    assert {k for k in state if k.startswith("refiner.")} == {"refiner.body.0.weight", "refiner.body.0.bias",
+                                                               "refiner.body.2.weight", "refiner.body.2.bias"}
+    x = smooth_images(2, seed=3)
+    restored = PQOptions(**options, refiner_steps=5, refiner_width=8, refiner_depth=2).build().load_state(state)
+    assert torch.equal(restored.decode(codec.encode(x)), codec.decode(codec.encode(x)))
+    with pytest.raises(ValueError, match="expected no refiner in the pq codec state"):
+        PQOptions(**options).build().load_state(state)
+    with pytest.raises(ValueError, match="expected refiner tensors for codec.refiner_width = 16"):
+        PQOptions(**options, refiner_steps=5, refiner_width=16, refiner_depth=2).build().load_state(state)

@@ -112,13 +112,19 @@ def codec_report(fitted: CodecFile, images: Tensor, batch_size: int = 256) -> di
     window = min(11, (min(images.shape[-2:]) - 1) // 2 * 2 + 1)  # SSIM's 11 taps, fewer on tiny images
     shuffled = shuffled_codec(codec)
     sample = images[:batch_size]
+    unrefined = {}
+    if codec.refiner is not None:
+        raw = torch.cat([codec.images(codec.codes(x), refine=False) for x in images.split(batch_size)])
+        unrefined = {"psnr_db_unrefined": float(psnr(raw, images).mean()),
+                     "ssim_unrefined": float(ssim(raw, images, window=window).mean())}  # fmt: skip
     return {
         "codec": codec.options.kind_name, "patch_size": codec.options.patch_size,
         "num_codebooks": codec.options.num_codebooks, "codebook_size": codec.options.codebook_size,
         "images": len(images), "image_shape": list(images.shape[1:]),
         "psnr_db": float(psnr(decoded, images).mean()), "ssim": float(ssim(decoded, images, window=window).mean()),
         "bits_per_pixel": codec.bits_per_pixel, "compression_ratio": codec.compression_ratio(images.shape[1]),
-        "index_error_mse": codec.index_error_mse(sample), "index_error_mse_unordered": shuffled.index_error_mse(sample),
+        **unrefined, "index_error_mse": codec.index_error_mse(sample),
+        "index_error_mse_unordered": shuffled.index_error_mse(sample),
     }  # fmt: skip
 
 
@@ -127,7 +133,8 @@ def shuffled_codec(codec: QuantizedCodec, seed: int = 0) -> QuantizedCodec:
     gen = torch.Generator().manual_seed(seed)
     q = codec.quantizer
     books = torch.stack([book[torch.randperm(len(book), generator=gen)] for book in q.codebooks])
-    return QuantizedCodec(codec.options, type(q)(q.structure, books, q.rotation, q.beam_size), codec.channels)
+    return QuantizedCodec(codec.options, type(q)(q.structure, books, q.rotation, q.beam_size), codec.channels,
+                          codec.refiner)  # fmt: skip
 
 
 def show_codec(fitted: CodecFile, images: Tensor, out: str | Path) -> Path:

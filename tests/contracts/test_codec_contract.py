@@ -4,9 +4,9 @@ Every test is parametrised over ``CODEC_CASES``: a new codec gets the suite by a
 fitted codec, built by its options as a config would, and the images it must handle). Checked: the
 latent shape it declares is the one it produces; encode and decode work per example (no mixing
 across the batch); decoded images lie in [-1, 1]; decode then encode gives the latents back (a codec
-is a projection onto what it can represent; a residual quantizer's search, which is not, must represent its
-own output at least as well as the data); fitting is deterministic and leaves nothing to fit; the
-state is a flat dict of tensors that survives a safetensors file and restores the same maps into a
+is a projection onto what it can represent; a residual quantizer's search or a refined decode, which are
+not, must represent the codec's own output at least as well as the data); fitting is deterministic and
+leaves nothing to fit; the state is a flat dict of tensors that survives a safetensors file and restores the same maps into a
 fresh codec; a state from another codec is refused with a ValueError.
 """
 
@@ -44,6 +44,8 @@ CODEC_CASES: list[Case] = [
          projection=False),
     Case("rq-beam", lambda: RQOptions(patch_size=2, num_codebooks=2, codebook_size=8, beam_size=3), (3, 8, 8),
          projection=False),
+    Case("pq-refiner", lambda: PQOptions(patch_size=2, num_codebooks=3, codebook_size=8, refiner_steps=10,
+                                         refiner_width=8, refiner_depth=3), (3, 8, 8), projection=False),
 ]
 CASES = pytest.mark.parametrize("case", CODEC_CASES, ids=[c.id for c in CODEC_CASES])
 
@@ -85,7 +87,7 @@ def test_decode_then_encode_gives_the_latents_back(case):
     z = codec.encode(x)
     if case.projection:
         torch.testing.assert_close(codec.encode(codec.decode(z)), z, atol=1e-5, rtol=1e-5)
-    else:  # a residual search may pick other stage words for a decoded patch, but must represent it as well
+    else:  # a residual search (or a refiner) may lead to other codes for a decoded patch, as good for it
         y = codec.decode(z)
         assert (codec.decode(codec.encode(y)) - y).pow(2).mean() <= (y - x).pow(2).mean()
 

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from dimdiff.codecs import fit_faiss
 from dimdiff.codecs.quantizer import Quantizer, Structure
+from dimdiff.codecs.refiner import Refiner, fit_refiner
 from dimdiff.errors import check_option
 
 __all__ = ["QuantizedCodec", "VQOptions", "PQOptions", "OPQOptions", "RQOptions", "codes_to_unit", "unit_to_codes",
@@ -65,6 +66,7 @@ class QuantizedCodec:
     options: _QuantizedOptions  # the kind and its s_q, M_q, K_q, ...
     quantizer: Quantizer | None = None  # None until fitted
     channels: int | None = None  # C of the images it was fitted on
+    refiner: Refiner | None = None  # applied after decoding where options.refiner_steps > 0 (fitted with the codebooks)
 
     @property
     def needs_fit(self) -> bool:
@@ -95,8 +97,9 @@ class QuantizedCodec:
         y = quantizer.encode(v.reshape(-1, v.shape[-1]))  # (B gh gw, M_q)
         return y.reshape(*v.shape[:3], -1).permute(0, 3, 1, 2).contiguous()
 
-    def images(self, codes: Tensor) -> Tensor:
-        """Images (B, C, H, W) in [-1, 1] of codes y (B, M_q, H / s_q, W / s_q)."""
+    def images(self, codes: Tensor, refine: bool = True) -> Tensor:
+        """Images (B, C, H, W) in [-1, 1] of codes y (B, M_q, H / s_q, W / s_q); through the refiner if the codec
+        has one and ``refine``."""
         quantizer = self._fitted()
         m, k = self.options.num_codebooks, self.options.codebook_size
         if codes.ndim != 4 or codes.shape[1] != m:
@@ -106,7 +109,11 @@ class QuantizedCodec:
                              f"[{codes.min().item()}, {codes.max().item()}]")  # fmt: skip
         b, _, gh, gw = codes.shape
         v = quantizer.decode(codes.long().permute(0, 2, 3, 1).reshape(-1, m))  # (B gh gw, D)
-        return from_patches(v.reshape(b, gh, gw, -1), self.channels, self.options.patch_size).clamp(-1.0, 1.0)
+        x_hat = from_patches(v.reshape(b, gh, gw, -1), self.channels, self.options.patch_size)  # (B, C, H, W)
+        if refine and self.refiner is not None:
+            with torch.no_grad():
+                x_hat = self.refiner.to(x_hat.device)(x_hat.clamp(-1.0, 1.0))
+        return x_hat.clamp(-1.0, 1.0)
 
     def images_from_weights(self, weights: Tensor) -> Tensor:
         """Images (B, C, H, W) whose patches mix the codebooks' words with ``weights`` (B, M_q, K_q, H / s_q,
@@ -120,12 +127,12 @@ class QuantizedCodec:
         """Mean squared image error caused by an index error of one: every code of one codebook moved to its
         neighbour (y + 1, or y - 1 at K_q - 1), averaged over the M_q codebooks. Sorting should shrink it."""
         y = self.codes(x)
-        reference = self.images(y)
+        reference = self.images(y, refine=False)
         errors = []
         for m in range(y.shape[1]):
             moved = y.clone()
             moved[:, m] += torch.where(y[:, m] < self.options.codebook_size - 1, 1, -1)
-            errors.append((self.images(moved) - reference).double().pow(2).mean())
+            errors.append((self.images(moved, refine=False) - reference).double().pow(2).mean())
         return float(torch.stack(errors).mean())
 
     def encode(self, x: Tensor) -> Tensor:
@@ -156,16 +163,32 @@ class QuantizedCodec:
         if o.sort:
             quantizer, _ = quantizer.sorted()
         say(f"fitted the {o.kind_name} codec in {time.perf_counter() - start:.1f} s")
-        return QuantizedCodec(o, quantizer, x.shape[1])
+        codec = QuantizedCodec(o, quantizer, x.shape[1])
+        if o.refiner_steps == 0:
+            return codec
+        say(f"fitting the refiner ({o.refiner_depth} convolutions of width {o.refiner_width}, {o.refiner_steps} "
+            f"steps) on (decoded, clean) pairs of the same images")  # fmt: skip
+        with torch.no_grad():
+            decoded = codec.images(codec.codes(x))
+        refiner = fit_refiner(decoded, x, width=o.refiner_width, depth=o.refiner_depth, steps=o.refiner_steps,
+                              seed=o.seed, progress=say)  # fmt: skip
+        return QuantizedCodec(o, quantizer, x.shape[1], refiner)
 
     def state(self) -> dict[str, Tensor]:
         q = self._fitted()
         state = {"codebooks": q.codebooks.float().contiguous(), "channels": torch.tensor([self.channels])}
+        if self.refiner is not None:
+            state |= {f"refiner.{k}": v.detach().float().contiguous() for k, v in self.refiner.state_dict().items()}
         return state | ({"rotation": q.rotation.float().contiguous()} if q.rotation is not None else {})
 
     def load_state(self, state: dict[str, Tensor]) -> QuantizedCodec:
         o = self.options
         expected = STATE_KEYS | ({"rotation"} if o.rotated else set())
+        refiner_state = {k.removeprefix("refiner."): v for k, v in state.items() if k.startswith("refiner.")}
+        if bool(refiner_state) != (o.refiner_steps > 0):
+            raise ValueError(f"expected {'a' if o.refiner_steps else 'no'} refiner in the {o.kind_name} codec state "
+                             f"(codec.refiner_steps = {o.refiner_steps}), got {len(refiner_state)} refiner tensors")
+        state = {k: v for k, v in state.items() if not k.startswith("refiner.")}
         if set(state) != expected:
             raise ValueError(f"expected {o.kind_name} codec state with tensors {sorted(expected)}, got {sorted(state)} "
                              f"(a checkpoint of a model with another codec?)")  # fmt: skip
@@ -183,7 +206,20 @@ class QuantizedCodec:
                 rotation.double() @ rotation.double().T, torch.eye(d, dtype=torch.float64), atol=1e-4)):  # fmt: skip
             raise ValueError(f"expected an orthonormal {d} x {d} OPQ rotation, got a {tuple(rotation.shape)} tensor "
                              f"that is not")  # fmt: skip
-        return QuantizedCodec(o, Quantizer(o.structure, books.float(), rotation, o.beam_size), channels)
+        quantizer = Quantizer(o.structure, books.float(), rotation, o.beam_size)
+        return QuantizedCodec(o, quantizer, channels, self._load_refiner(refiner_state, channels))
+
+    def _load_refiner(self, state: dict[str, Tensor], channels: int) -> Refiner | None:
+        if not state:
+            return None
+        o = self.options
+        refiner = Refiner(channels, o.refiner_width, o.refiner_depth)
+        try:
+            refiner.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"expected refiner tensors for codec.refiner_width = {o.refiner_width}, "
+                             f"codec.refiner_depth = {o.refiner_depth} and {channels} channels: {e}") from e
+        return refiner.eval().requires_grad_(False)
 
     def _fitted(self) -> Quantizer:
         if self.quantizer is None:
@@ -209,6 +245,9 @@ class _QuantizedOptions:
     seed: int = 0  # which training images are used, and k-means' initialisation
     iterations: int = 25  # k-means iterations per codebook
     fit_images: int = 4096  # at most this many training images give the patches the codebooks are fitted on
+    refiner_steps: int = 0  # > 0: fit a refiner (a small CNN against blocking artefacts) for this many steps
+    refiner_width: int = 32  # channels of the refiner's convolutions
+    refiner_depth: int = 4  # 3 x 3 convolutions in the refiner (>= 2)
 
     structure = Structure.PRODUCT
     rotated = False
@@ -223,6 +262,10 @@ class _QuantizedOptions:
         check_option(2 <= k <= 65536 and k & (k - 1) == 0, "codec.codebook_size", "a power of two in [2, 65536]", k)
         check_option(self.iterations >= 1, "codec.iterations", "an integer >= 1", self.iterations)
         check_option(self.fit_images >= 1, "codec.fit_images", "an integer >= 1", self.fit_images)
+        check_option(self.refiner_steps >= 0, "codec.refiner_steps", "an integer >= 0 (0 = no refiner)",
+                     self.refiner_steps)  # fmt: skip
+        check_option(self.refiner_width >= 1, "codec.refiner_width", "an integer >= 1", self.refiner_width)
+        check_option(self.refiner_depth >= 2, "codec.refiner_depth", "an integer >= 2", self.refiner_depth)
 
     def build(self) -> QuantizedCodec:
         return QuantizedCodec(self)
