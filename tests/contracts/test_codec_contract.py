@@ -6,8 +6,8 @@ latent shape it declares is the one it produces; encode and decode work per exam
 across the batch); decoded images lie in [-1, 1]; decode then encode gives the latents back (a codec
 is a projection onto what it can represent; a residual quantizer's search or a refined decode, which are
 not, must represent the codec's own output at least as well as the data); fitting is deterministic and
-leaves nothing to fit; the state is a flat dict of tensors that survives a safetensors file and restores the same maps into a
-fresh codec; a state from another codec is refused with a ValueError.
+leaves nothing to fit; the state is a flat dict of tensors that survives a safetensors file and restores
+the same maps into a fresh codec; a state from another codec is refused with a ValueError.
 """
 
 from __future__ import annotations
