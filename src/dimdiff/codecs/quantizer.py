@@ -25,6 +25,7 @@ import enum
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["Quantizer", "Structure", "sort_codebook", "nearest_word"]
@@ -85,7 +86,12 @@ class Quantizer:
     def decode(self, codes: Tensor) -> Tensor:
         """Vectors (n, D) of codes (n, M_q)."""
         books = self.codebooks.to(codes.device, torch.float32)
-        return self._assemble(books[torch.arange(books.shape[0], device=codes.device), codes])  # words (n, M_q, d)
+        m, k, d = books.shape
+        rows = codes + torch.arange(m, device=codes.device) * k  # (n, M_q): rows of the stacked (M_q K_q, d) words
+        if self.structure is Structure.RESIDUAL:
+            return F.embedding_bag(rows, books.reshape(m * k, d), mode="sum")  # sum of the stage words, (n, D)
+        u = books.reshape(m * k, d).index_select(0, rows.reshape(-1)).reshape(len(codes), m * d)  # (n, D)
+        return u @ self.rotation.to(u.device, u.dtype) if self.rotation is not None else u  # R^T u
 
     def decode_weights(self, weights: Tensor) -> Tensor:
         """Vectors (n, D) whose part m is the mix sum_k weights[:, m, k] C_m[k] of codebook m's words: a one-hot
@@ -130,7 +136,10 @@ class Quantizer:
             # ||r - c||^2 - ||r||^2 = ||c||^2 - 2 r.c, one fused matmul
             step = torch.addmm(book.pow(2).sum(-1), residual.flatten(0, 1), book.T, alpha=-2.0).view(n, -1, k)
             total = (error[..., None] + step).flatten(1)  # (n, B K)
-            error, best = total.topk(min(self.beam_size, total.shape[1]), dim=1, largest=False, sorted=True)
+            if self.beam_size == 1:  # greedy: one argmin (topk's sort is the slow part)
+                error, best = total.min(dim=1, keepdim=True)
+            else:
+                error, best = total.topk(min(self.beam_size, total.shape[1]), dim=1, largest=False, sorted=True)
             parent, word = best // k, best % k  # (n, B')
             codes = torch.cat([codes[rows, parent], word[..., None]], dim=-1)
             residual = residual[rows, parent] - book[word]  # (n, B', D)
