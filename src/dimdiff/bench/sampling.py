@@ -123,8 +123,8 @@ def _method_contestant(method: BenchMethod, options: SamplingOptions) -> Contest
     process = build_process(config.process, codec.latent_shape(data_shape(config, channels)))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(options.seed)  # the same untrained weights for every method
-        net = build_net(config.model, process, build_head(config)).to(device).eval()
-    denoiser = build_denoiser(config, net, process)
+        net = build_net(config.model, process, build_head(config, codec)).to(device).eval()
+    denoiser = build_denoiser(config, net, process, codec=codec)
 
     @torch.inference_mode()
     def sample(callback: Callable[[dict[str, Any]], None] | None = None) -> Tensor:

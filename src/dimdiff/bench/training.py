@@ -109,8 +109,8 @@ class TrainingStep:
         self.process = build_process(config.process, self.codec.latent_shape(self.shape))
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            self.net = build_net(config.model, self.process, build_head(config)).to(device).train()
-        self.denoiser = build_denoiser(config, self.net, self.process)
+            self.net = build_net(config.model, self.process, build_head(config, self.codec)).to(device).train()
+        self.denoiser = build_denoiser(config, self.net, self.process, codec=self.codec)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.train.lr)
         self.calls = 0  # batch index of the next timed step
 
