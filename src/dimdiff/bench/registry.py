@@ -143,13 +143,16 @@ def _ssd_methods(base: Config) -> list[BenchMethod]:
     return methods
 
 
+# DVDP on a code grid: one halving, at t = 0.5
+LATENT_DVDP_STAGES = DVDPOptions(turning_points=(0.5,), window_widths=(0.2,))
+
 # The quantized codecs of the latent family: 4 codebooks of 256 sorted words (VQ: one), fitted quickly
 LATENT_CODECS = {CodecKind.VQ: VQOptions, CodecKind.PQ: PQOptions, CodecKind.OPQ: OPQOptions, CodecKind.RQ: RQOptions}
 
 
 def _latent_methods(base: Config) -> list[BenchMethod]:
-    """The Gaussian process on the code grid of each quantized codec (4 x 4 patches, 2 x 2 below 16 px), and the
-    categorical head on PQ codes; only when named. The U-Net is the base one, its attention sizes scaled to
+    """The Gaussian process on the code grid of each quantized codec (4 x 4 patches, 2 x 2 below 16 px), and on
+    PQ codes the categorical head and DVDP (one halving at t = 0.5); only when named. The U-Net is the base one, its attention sizes scaled to
     the grid (H / s_q)."""
     s = 4 if base.data.resolution >= 16 else 2
     attention = tuple(r // s for r in base.model.attention_resolutions if r >= s)
@@ -169,6 +172,10 @@ def _latent_methods(base: Config) -> list[BenchMethod]:
             categorical = dataclasses.replace(config, model=dataclasses.replace(model, head=HeadKind.CATEGORICAL))
             methods += _ddim_and_ddpm(categorical, ("latent-cat-ddim", "latent-cat-ddpm"),
                                       (f"DDIM, categorical, on {name}", f"DDPM, categorical, on {name}"),
+                                      default=False)  # fmt: skip
+            dvdp = dataclasses.replace(_on(config, ProcessKind.DVDP, LATENT_DVDP_STAGES), codec=codec)
+            methods += _ddim_and_ddpm(dvdp, ("latent-dvdp-ddim", "latent-dvdp-ddpm"),
+                                      (f"DVDP DDIM (tau 0.5) on {name}", f"DVDP ancestral (tau 0.5) on {name}"),
                                       default=False)  # fmt: skip
     return methods
 
