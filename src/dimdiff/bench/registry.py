@@ -152,8 +152,8 @@ LATENT_CODECS = {CodecKind.VQ: VQOptions, CodecKind.PQ: PQOptions, CodecKind.OPQ
 
 def _latent_methods(base: Config) -> list[BenchMethod]:
     """The Gaussian process on the code grid of each quantized codec (4 x 4 patches, 2 x 2 below 16 px), and on
-    PQ codes the categorical head and DVDP (one halving at t = 0.5); only when named. The U-Net is the base one, its attention sizes scaled to
-    the grid (H / s_q)."""
+    PQ codes the categorical head and DVDP (one halving at t = 0.5); only when named. The U-Net is the base one,
+    its attention sizes scaled to the grid (H / s_q)."""
     s = 4 if base.data.resolution >= 16 else 2
     attention = tuple(r // s for r in base.model.attention_resolutions if r >= s)
     model = dataclasses.replace(base.model, attention_resolutions=attention, per_stage_nets=False,
