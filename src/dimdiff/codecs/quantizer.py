@@ -46,8 +46,9 @@ def nearest_word(u: Tensor, codebooks: Tensor) -> Tensor:
     return scores.argmin(-1).T  # (n, M)
 
 
-def _chunks(n: int, per_row: int) -> range:
-    return range(0, n, max(1, _CHUNK_SCORES // max(1, per_row)))
+def _rows_per_chunk(scores_per_row: int) -> int:
+    """Rows whose distance scores fit in one cache-sized chunk (_CHUNK_SCORES entries)."""
+    return max(1, _CHUNK_SCORES // max(1, scores_per_row))
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class Quantizer:
         if self.rotation is not None:
             v = v @ self.rotation.to(v.device, torch.float32).T  # u = R v
         m, k, _ = books.shape
-        step = _chunks(len(v), m * k * (self.beam_size if self.structure is Structure.RESIDUAL else 1)).step
+        step = _rows_per_chunk(m * k * (self.beam_size if self.structure is Structure.RESIDUAL else 1))
         encode = self._product_codes if self.structure is Structure.PRODUCT else self._residual_codes
         parts = [encode(v[i : i + step], books) for i in range(0, len(v), step)]
         return torch.cat(parts) if parts else torch.zeros(0, m, dtype=torch.long, device=v.device)
