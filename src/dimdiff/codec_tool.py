@@ -16,6 +16,7 @@ batches, read at ``--resolution`` (default: the codec's training resolution) and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,8 +134,7 @@ def shuffled_codec(codec: QuantizedCodec, seed: int = 0) -> QuantizedCodec:
     gen = torch.Generator().manual_seed(seed)
     q = codec.quantizer
     books = torch.stack([book[torch.randperm(len(book), generator=gen)] for book in q.codebooks])
-    return QuantizedCodec(codec.options, type(q)(q.structure, books, q.rotation, q.beam_size), codec.channels,
-                          codec.refiner)  # fmt: skip
+    return dataclasses.replace(codec, quantizer=dataclasses.replace(q, codebooks=books))
 
 
 def show_codec(fitted: CodecFile, images: Tensor, out: str | Path) -> Path:
